@@ -1,0 +1,5 @@
+"""`python -m autoscale` runs the command-line interface."""
+
+from autoscale.cli import main
+
+raise SystemExit(main())

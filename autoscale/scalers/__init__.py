@@ -1,0 +1,1 @@
+"""Event-source scalers: one module per source type."""
