@@ -13,7 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autoscale", description="Event-driven autoscaler for Kubernetes."
     )
     parser.add_argument("--version", action="version", version=f"autoscale {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("crds", help="print the CustomResourceDefinitions as YAML")
     return parser
 
 
@@ -23,4 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "crds":
+        from autoscale import crd_manifests
+
+        print(crd_manifests.render_crds(), end="")
     return 0
