@@ -75,10 +75,17 @@ SCALE_DOWN_DEFAULTS = HPAScalingRules(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Behavior:
-    """Both directions; the defaults are the HPA's."""
+    """Both directions; the defaults are the HPA's.
+
+    `idle_window` says whether the scale-down stabilization window also holds back the step to
+    idle (or 0) once the cooldown is over: only when the user set that window explicitly. With
+    no window written, the step to idle happens when cooldownPeriod says, as in KEDA, whose
+    executor scales to zero after the cooldown whatever its HPA's default window.
+    """
 
     scale_up: HPAScalingRules = SCALE_UP_DEFAULTS
     scale_down: HPAScalingRules = SCALE_DOWN_DEFAULTS
+    idle_window: bool = False
 
     @property
     def longest_window(self) -> int:
@@ -255,9 +262,12 @@ def parse_behavior(raw: Mapping[str, Any] | None, *, path: str = BEHAVIOR_PATH) 
     if raw is None:
         return Behavior()
     _check_keys(raw, {"scaleUp", "scaleDown"}, path)
+    scale_down = raw.get("scaleDown")
     return Behavior(
         scale_up=_parse_rules(raw.get("scaleUp"), SCALE_UP_DEFAULTS, f"{path}.scaleUp"),
-        scale_down=_parse_rules(raw.get("scaleDown"), SCALE_DOWN_DEFAULTS, f"{path}.scaleDown"),
+        scale_down=_parse_rules(scale_down, SCALE_DOWN_DEFAULTS, f"{path}.scaleDown"),
+        idle_window=isinstance(scale_down, Mapping)
+        and scale_down.get("stabilizationWindowSeconds") is not None,
     )
 
 

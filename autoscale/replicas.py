@@ -226,9 +226,11 @@ def decide(
     6. behavior: stabilize, then rate-limit (behavior.py), on every path including the step to
        idle, so one scale-down policy governs N -> 0 as well as N -> 1. The cooldown and the
        scale-down window run side by side rather than one after the other: during the cooldown
-       the triggers' own recommendations (0 when idle) are put in force, so with the defaults
-       (both 300 s) a workload idle since its last activity goes to 0 at the first poll after the
-       cooldown, from any count, in one step (KEDA waits out its HPA's window too, #7204, #7770).
+       the triggers' own recommendations are put in force. The step to idle itself waits for the
+       scale-down window when the user wrote one (`Behavior.idle_window`) or when no activity was
+       ever seen (a new object, or a lost status: the window then guards the first scale-down,
+       KEDA #5008); otherwise it happens when the cooldown ends, as in KEDA, so a KEDA manifest
+       keeps its timing. The rate policies apply to that step either way.
     7. Clamp to [floor, max]: activation reaches max(min, 1) at once, whatever the scale-up
        policies allow (a Percent policy cannot grow from 0), and a count below the floor or
        above max is repaired at once, as KEDA's executor and the HPA do.
@@ -306,6 +308,8 @@ def decide(
         stabilized, history = hpa.stabilize(
             policy.behavior, state.history, current=current, desired=raw, now=now
         )
+        if idle and not policy.behavior.idle_window and state.last_active_time is not None:
+            stabilized = raw  # after seen activity, the cooldown alone times the step to idle
     limited = hpa.limit_rate(policy.behavior, history, current=current, desired=stabilized, now=now)
     bounded = min(max(limited, floor), policy.max_replicas)
     target = bounded

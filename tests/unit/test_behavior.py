@@ -77,12 +77,12 @@ def test_defaults_are_the_hpas() -> None:
         pytest.param({"scaleUp": None, "scaleDown": None}, Behavior(), id="null-directions"),
         pytest.param(
             {"scaleDown": {"stabilizationWindowSeconds": 60}},
-            Behavior(scale_down=rules(percent(100), window=60)),
+            Behavior(scale_down=rules(percent(100), window=60), idle_window=True),
             id="down-window-only",
         ),
         pytest.param(
             {"scaleDown": {"stabilizationWindowSeconds": 0}},
-            Behavior(scale_down=rules(percent(100), window=0)),
+            Behavior(scale_down=rules(percent(100), window=0), idle_window=True),
             id="down-window-zero-kept",
         ),
         pytest.param(
@@ -109,7 +109,8 @@ def test_defaults_are_the_hpas() -> None:
             Behavior(
                 scale_down=rules(
                     percent(50, 30), pods(2, 1800), window=600, select=SelectPolicy.MIN
-                )
+                ),
+                idle_window=True,
             ),
             id="down-full",
         ),

@@ -393,8 +393,16 @@ CASES = [
         state(last_active=NOW - 400, recs=((NOW - 200, 2),)),
         {S0: s(0)},
         3,
+        want(0, Reason.DEACTIVATED, active=False),
+        id="deactivation-follows-cooldown-under-default-window",
+    ),
+    case(
+        ScalingPolicy(behavior=parse_behavior({"scaleDown": {"stabilizationWindowSeconds": 300}})),
+        state(last_active=NOW - 400, recs=((NOW - 200, 2),)),
+        {S0: s(0)},
+        3,
         want(2, Reason.DEACTIVATED, active=False),
-        id="deactivation-held-by-window",
+        id="deactivation-held-by-explicit-window",
     ),
     case(
         ScalingPolicy(
