@@ -1,0 +1,166 @@
+"""The operator's HTTP endpoints over real sockets: /metrics, /healthz and /readyz on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from autoscale import health
+from autoscale.metrics import Metrics
+
+HOST = "127.0.0.1"
+
+
+async def _get(url: str, *, accept: str | None = None) -> tuple[int, str, str]:
+    headers = {"Accept": accept} if accept else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        return response.status, response.headers["Content-Type"], await response.text()
+
+
+async def test_metrics_endpoint_serves_the_registry() -> None:
+    """GET /metrics on the bound port returns what Metrics holds, in the text format."""
+    metrics = Metrics()
+    metrics.observe_object(namespace="shop", name="orders", current=2, desired=5, paused=False)
+    async with health.serve_metrics(metrics, host=HOST, port=0) as server:
+        assert server.port > 0
+        assert server.url == f"http://{HOST}:{server.port}"
+        status, content_type, text = await _get(f"{server.url}/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    key = (
+        "autoscale_scaledobject_desired_replicas",
+        (("namespace", "shop"), ("scaledObject", "orders")),
+    )
+    assert samples[key] == 5.0
+
+
+async def test_metrics_endpoint_is_live_not_a_snapshot() -> None:
+    """A scrape sees values set after the server started."""
+    metrics = Metrics()
+    async with health.serve_metrics(metrics, host=HOST, port=0) as server:
+        _, _, before = await _get(f"{server.url}/metrics")
+        metrics.set_leader(True)
+        _, _, after = await _get(f"{server.url}/metrics")
+    assert "autoscale_leader 0.0" in before
+    assert "autoscale_leader 1.0" in after
+
+
+async def test_metrics_endpoint_speaks_openmetrics_when_asked() -> None:
+    """A scraper that accepts OpenMetrics gets it."""
+    async with health.serve_metrics(Metrics(), host=HOST, port=0) as server:
+        status, content_type, text = await _get(
+            f"{server.url}/metrics", accept="application/openmetrics-text; version=1.0.0"
+        )
+    assert status == 200
+    assert content_type.startswith("application/openmetrics-text")
+    assert text.rstrip().endswith("# EOF")
+
+
+async def test_unknown_paths_are_404() -> None:
+    """Only /metrics is served on the metrics port."""
+    async with health.serve_metrics(Metrics(), host=HOST, port=0) as server:
+        status, _, _ = await _get(f"{server.url}/healthz")
+    assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "live", "ready", "status", "body"),
+    [
+        pytest.param("/healthz", True, False, 200, "ok", id="live"),
+        pytest.param("/healthz", False, True, 503, "not live", id="not-live"),
+        pytest.param("/readyz", False, True, 200, "ok", id="ready"),
+        pytest.param("/readyz", True, False, 503, "not ready", id="not-ready"),
+    ],
+)
+async def test_probes(path: str, live: bool, ready: bool, status: int, body: str) -> None:
+    """/healthz and /readyz answer 200 "ok" or 503 with a short reason, from their own check."""
+    async with health.serve_health(
+        host=HOST, port=0, live=lambda: live, ready=lambda: ready
+    ) as server:
+        got_status, content_type, text = await _get(f"{server.url}{path}")
+    assert (got_status, text) == (status, body)
+    assert content_type.startswith("text/plain")
+
+
+async def test_probes_follow_their_checks() -> None:
+    """Each request calls the check again: readiness flips with the state it reads."""
+    state = {"ready": False}
+    async with health.serve_health(
+        host=HOST, port=0, live=lambda: True, ready=lambda: state["ready"]
+    ) as server:
+        first, _, _ = await _get(f"{server.url}/readyz")
+        state["ready"] = True
+        second, _, _ = await _get(f"{server.url}/readyz")
+    assert (first, second) == (503, 200)
+
+
+async def test_a_check_that_raises_fails_the_probe() -> None:
+    """A check that raises answers 503, and the server keeps serving."""
+
+    def broken() -> bool:
+        raise RuntimeError("boom")
+
+    async with health.serve_health(host=HOST, port=0, live=broken, ready=lambda: True) as server:
+        status, _, text = await _get(f"{server.url}/healthz")
+        ready, _, _ = await _get(f"{server.url}/readyz")
+    assert status == 503
+    assert text.startswith("not live")
+    assert "boom" not in text
+    assert ready == 200
+
+
+async def test_both_servers_side_by_side_then_the_ports_are_closed() -> None:
+    """Two servers on two free ports; after exit nothing listens there any more."""
+    async with (
+        health.serve_metrics(Metrics(), host=HOST, port=0) as metrics_server,
+        health.serve_health(host=HOST, port=0, live=lambda: True, ready=lambda: True) as probes,
+    ):
+        assert metrics_server.port != probes.port
+        assert (await _get(f"{metrics_server.url}/metrics"))[0] == 200
+        assert (await _get(f"{probes.url}/readyz"))[0] == 200
+    for port in (metrics_server.port, probes.port):
+        with pytest.raises(OSError):  # noqa: PT011 - refused, whatever the errno
+            socket.create_connection((HOST, port), timeout=1).close()
+
+
+async def test_a_fixed_port_is_used_and_freed() -> None:
+    """An explicit port is bound as given, and can be bound again after shutdown."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    for _ in range(2):
+        async with health.serve_health(
+            host=HOST, port=port, live=lambda: True, ready=lambda: True
+        ) as server:
+            assert server.port == port
+            assert (await _get(f"{server.url}/healthz"))[0] == 200
+
+
+async def test_shutdown_does_not_wait_for_idle_keep_alive_connections() -> None:
+    """Leaving the block returns promptly even with a client's keep-alive connection open."""
+    async with aiohttp.ClientSession() as session:
+        async with health.serve_health(
+            host=HOST, port=0, live=lambda: True, ready=lambda: True
+        ) as server:
+            async with session.get(f"{server.url}/healthz") as response:
+                assert response.status == 200
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+        assert loop.time() - started < health.SHUTDOWN_TIMEOUT
+
+
+async def test_a_busy_port_fails_loudly() -> None:
+    """A port already in use raises OSError on entry instead of serving nothing."""
+    async with health.serve_metrics(Metrics(), host=HOST, port=0) as server:
+        with pytest.raises(OSError, match=r"(?i)address already in use"):
+            async with health.serve_metrics(Metrics(), host=HOST, port=server.port):
+                pass
