@@ -1,6 +1,6 @@
 # The two commands of the README:
-#   make demo   brings the test bench up and prints its endpoints (the live scaling demo
-#               arrives with the controller)
+#   make demo   shows the operator scaling a Deployment 0 -> N -> 0 on a real Redis backlog,
+#               against a real kube-apiserver, all on this machine
 #   make test   everything CI runs: venv + dev extra, the test bench, ruff, mypy, pytest
 # Both install what is missing first; a warm machine starts in seconds.
 
@@ -14,7 +14,7 @@ INSTALLED := $(VENV)/.installed
 test: bench lint typecheck pytest
 
 demo: bench
-	$(PY) -m tests.testbed up
+	$(PY) -m tests.testbed demo
 
 venv: $(INSTALLED)
 

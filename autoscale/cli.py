@@ -1,11 +1,26 @@
-"""Command-line entry point: parses arguments and hands over; no logic lives here."""
+"""Command-line entry point: parses flags (each also an AUTOSCALE_* variable) and hands over."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from autoscale import __version__
+
+
+def _env(name: str, default: Any, convert: Callable[[str], Any] = str) -> Any:
+    raw = os.environ.get(f"AUTOSCALE_{name}")
+    return default if raw is None or raw == "" else convert(raw)
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {raw!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +30,97 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autoscale {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("crds", help="print the CustomResourceDefinitions as YAML")
+    run = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Watch ScaledObjects and scale their targets. Every flag can also be set "
+        "with the environment variable named in its help (flags win).",
+    )
+    run.add_argument(
+        "--kubeconfig",
+        default=_env("KUBECONFIG", None),
+        help="kubeconfig file (default: in-cluster, then $KUBECONFIG) [AUTOSCALE_KUBECONFIG]",
+    )
+    namespaces = _env("NAMESPACES", "")
+    run.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=[n for n in namespaces.split(",") if n] or None,
+        help="watch only this namespace; repeatable (default: all) "
+        "[AUTOSCALE_NAMESPACES, comma-separated]",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env("METRICS_PORT", 8080, int),
+        help="Prometheus metrics port, 0 for any free port [AUTOSCALE_METRICS_PORT]",
+    )
+    run.add_argument(
+        "--health-port",
+        type=int,
+        default=_env("HEALTH_PORT", 8081, int),
+        help="/healthz and /readyz port [AUTOSCALE_HEALTH_PORT]",
+    )
+    run.add_argument(
+        "--bind-address",
+        default=_env("BIND_ADDRESS", "0.0.0.0"),
+        help="address the metrics and health servers listen on [AUTOSCALE_BIND_ADDRESS]",
+    )
+    run.add_argument(
+        "--leader-elect",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=_env("LEADER_ELECT", False, _bool),
+        help="elect a leader through a Lease; only the leader scales [AUTOSCALE_LEADER_ELECT]",
+    )
+    run.add_argument(
+        "--lease-name",
+        default=_env("LEASE_NAME", "autoscale-operator"),
+        help="[AUTOSCALE_LEASE_NAME]",
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=_env("LEASE_NAMESPACE", None),
+        help="default: the operator's namespace [AUTOSCALE_LEASE_NAMESPACE]",
+    )
+    run.add_argument(
+        "--lease-duration",
+        type=float,
+        default=_env("LEASE_DURATION", 15.0, float),
+        help="seconds [AUTOSCALE_LEASE_DURATION]",
+    )
+    run.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=_env("RENEW_DEADLINE", 10.0, float),
+        help="seconds [AUTOSCALE_RENEW_DEADLINE]",
+    )
+    run.add_argument(
+        "--retry-period",
+        type=float,
+        default=_env("RETRY_PERIOD", 2.0, float),
+        help="seconds [AUTOSCALE_RETRY_PERIOD]",
+    )
+    run.add_argument(
+        "--poll-timeout",
+        type=float,
+        default=_env("POLL_TIMEOUT", 10.0, float),
+        help="seconds one trigger poll may take [AUTOSCALE_POLL_TIMEOUT]",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("LOG_FORMAT", "text"),
+        help="[AUTOSCALE_LOG_FORMAT]",
+    )
+    run.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+        help="[AUTOSCALE_LOG_LEVEL]",
+    )
     return parser
 
 
@@ -28,4 +134,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         from autoscale import crd_manifests
 
         print(crd_manifests.render_crds(), end="")
-    return 0
+        return 0
+    import asyncio
+
+    from autoscale import app, logs
+    from autoscale.settings import Settings, default_identity, operator_namespace
+
+    logs.configure(log_format=args.log_format, level=args.log_level)
+    own_namespace = operator_namespace()
+    settings = Settings(
+        kubeconfig=args.kubeconfig,
+        namespaces=tuple(args.namespaces or ()),
+        metrics_host=args.bind_address,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        leader_elect=args.leader_elect,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace or own_namespace,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+        identity=default_identity(),
+        operator_namespace=own_namespace,
+        poll_timeout=args.poll_timeout,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    return asyncio.run(app.run(settings))

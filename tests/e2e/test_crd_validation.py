@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from typing import Any
 
 import pytest
@@ -15,27 +14,6 @@ from autoscale import crd_manifests, model
 pytestmark = pytest.mark.testbed
 
 CRD_NAMES = [crd["metadata"]["name"] for crd in crd_manifests.load_crds()]
-
-
-@pytest.fixture(scope="module")
-def crds(kube: Any) -> Any:
-    """The CRDs applied (server-side) and Established; discovery serves them."""
-    kube.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=autoscale-crd-tests",
-        "-f",
-        "-",
-        input=crd_manifests.render_crds(),
-    )
-    for name in CRD_NAMES:
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    deadline = time.monotonic() + 30
-    while kube.kubectl("get", "scaledobjects.autoscale.dev", "-A", check=False).returncode:
-        assert time.monotonic() < deadline, "autoscale.dev resources never appeared in discovery"
-        time.sleep(0.5)
-    return kube
 
 
 def _dump(manifest: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""`python -m tests.testbed install | up [SERVICE...] | down | kubeconfig ...`"""
+"""`python -m tests.testbed install | up [SERVICE...] | down | kubeconfig ... | demo`"""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd = commands.add_parser("up", help="start services, print their endpoints as JSON")
     up_cmd.add_argument("services", nargs="*", metavar="SERVICE", help=", ".join(SERVICES))
     commands.add_parser("down", help="stop what `up` started")
+    commands.add_parser("demo", help="show the operator scaling a Deployment 0 -> N -> 0")
     mint = commands.add_parser(
         "kubeconfig", help="mint a kubeconfig for a user/groups or a ServiceAccount"
     )
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             return _install(tuple(args.components) or COMPONENTS)
         if args.command == "up":
             return _up(tuple(args.services) or SERVICES)
+        if args.command == "demo":
+            from tests.testbed import demo
+
+            return demo.main()
         if args.command == "down":
             leftovers = down()
             if leftovers:

@@ -1,0 +1,114 @@
+"""Wiring: the Kubernetes client, the controller (under leader election if asked), the metrics
+and health servers, and a clean shutdown on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from autoscale import __version__, kube
+from autoscale.auth import AuthResolver
+from autoscale.controller import Controller
+from autoscale.health import serve_health, serve_metrics
+from autoscale.leader import LeaderElector
+from autoscale.metrics import Metrics
+from autoscale.scalers.connections import SharedClients
+from autoscale.scalers.registry import default_registry
+from autoscale.settings import Settings
+from autoscale.triggers import TriggerScalers
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings) -> int:
+    """Run the operator until SIGTERM/SIGINT; the exit code is 0 unless it failed."""
+    api = await kube.connect(settings.kubeconfig)
+    client = kube.Kube(api)
+    metrics = Metrics()
+    connections = SharedClients()
+    registry = default_registry()
+    for problem in registry.problems():
+        log.error("scaler plugin: %s", problem)
+    scalers = TriggerScalers(
+        registry=registry,
+        connections=connections,
+        auth=AuthResolver(client, operator_namespace=settings.operator_namespace),
+    )
+    current: list[Controller] = []
+
+    async def lead() -> None:
+        """One leadership term (or the whole run without election): a fresh controller."""
+        controller = Controller(
+            kube=client,
+            scalers=scalers,
+            namespaces=settings.namespaces,
+            observer=metrics,
+            poll_timeout=settings.poll_timeout,
+        )
+        current[:] = [controller]
+        try:
+            await controller.run()
+        finally:
+            current.clear()
+
+    elector: LeaderElector | None = None
+    if settings.leader_elect:
+        elector = LeaderElector(
+            api_client=api,
+            namespace=settings.lease_namespace,
+            name=settings.lease_name,
+            identity=settings.identity,
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+        )
+        metrics.track_leader(lambda: elector is not None and elector.is_leader)
+    else:
+        metrics.set_leader(True)
+
+    def ready() -> bool:
+        if current:
+            return current[0].synced.is_set()
+        return elector is not None  # a standby is ready to take over
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "autoscale %s starting (namespaces: %s, leader election: %s)",
+        __version__,
+        ", ".join(settings.namespaces) or "all",
+        "on" if elector else "off",
+    )
+    exit_code = 0
+    try:
+        async with (
+            serve_metrics(metrics, host=settings.metrics_host, port=settings.metrics_port),
+            serve_health(
+                host=settings.metrics_host,
+                port=settings.health_port,
+                live=lambda: True,
+                ready=ready,
+            ),
+        ):
+            work = asyncio.create_task(elector.run(lead) if elector else lead(), name="operator")
+            stopping = asyncio.create_task(stop.wait(), name="signals")
+            done, _ = await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                stopping.cancel()
+                if work.exception() is not None:
+                    log.error("the operator stopped: %r", work.exception())
+                    exit_code = 1
+            else:
+                log.info("stopping: signal received")
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+    finally:
+        await connections.aclose()
+        await client.close()
+    log.info("stopped")
+    return exit_code

@@ -1,0 +1,330 @@
+"""Watches ScaledObjects and runs one ScaleLoop task per object.
+
+- list + watch (with bookmarks) per watched namespace, re-list on 410 Gone, reconnect with
+  backoff; a loop restarts when the object's generation or annotations change;
+- a finalizer on every object, so deletion can restore the original replica count;
+- one owner per scale target: the oldest ScaledObject; others, and targets that an HPA
+  already scales, get Ready=False naming the owner and are never patched.
+
+The controller never polls a source itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autoscale import model, status
+from autoscale.errors import ConfigError, ConflictError, KubeError, TargetNotFoundError
+from autoscale.kube import Kube, WatchExpiredError
+from autoscale.loop import Observer, ScaleLoop, ScalerFactory
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "autoscale.dev/finalizer"
+HPA_REFRESH_SECONDS = 30.0
+
+TargetKey = tuple[str, str, str, str]  # namespace, API group, kind, name
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    fingerprint: tuple[Any, ...]
+
+
+def _target_key(so: model.ScaledObject) -> TargetKey:
+    ref = so.spec.scale_target_ref
+    return (so.metadata.namespace or "", ref.api_version.rpartition("/")[0], ref.kind, ref.name)
+
+
+def _fingerprint(so: model.ScaledObject) -> tuple[Any, ...]:
+    """What, when it changes, calls for a new loop: the spec (generation) and annotations."""
+    return (so.metadata.generation, tuple(sorted(so.metadata.annotations.items())))
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        scalers: ScalerFactory,
+        namespaces: tuple[str, ...] = (),
+        observer: Observer | None = None,
+        poll_timeout: float = 10.0,
+    ) -> None:
+        self.kube = kube
+        self.scalers = scalers
+        self.namespaces = namespaces or (None,)
+        self.observer = observer
+        self.poll_timeout = poll_timeout
+        self.objects: dict[str, model.ScaledObject] = {}
+        self.raw: dict[str, dict[str, Any]] = {}
+        self.loops: dict[str, _Running] = {}
+        self.hpa_targets: dict[TargetKey, str] = {}
+        self.synced = asyncio.Event()
+        self._synced_namespaces: set[str | None] = set()
+
+    async def run(self) -> None:
+        """Watch until cancelled, then stop every loop (scale counts stay as they are)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._refresh_hpas())
+                for namespace in self.namespaces:
+                    group.create_task(self._watch(namespace))
+        finally:
+            await self._stop_all()
+
+    # --- watching ------------------------------------------------------------------------
+
+    async def _watch(self, namespace: str | None) -> None:
+        backoff = 1.0
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    items, resource_version = await self.kube.list_scaled_objects(namespace)
+                    await self._resync(namespace, items)
+                    self._synced_namespaces.add(namespace)
+                    if len(self._synced_namespaces) == len(self.namespaces):
+                        self.synced.set()
+                async for event in self.kube.watch_scaled_objects(namespace, resource_version):
+                    resource_version = event.object["metadata"]["resourceVersion"]
+                    if event.type == "BOOKMARK":
+                        continue
+                    await self._handle(event.type, event.object)
+                backoff = 1.0  # the server ended the watch normally: resume from where we are
+            except WatchExpiredError:
+                log.info("watch of ScaledObjects expired (410 Gone); listing again")
+                resource_version = None
+            except (KubeError, OSError, TimeoutError, ValueError) as exc:
+                log.warning("watching ScaledObjects failed (%s); retrying in %.0fs", exc, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, 30.0)
+
+    async def _resync(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        """Bring the running loops in line with a fresh list (start, restart, stop)."""
+        seen = set()
+        for item in items:
+            seen.add(item["metadata"]["uid"])
+            await self._handle("ADDED", item)
+        for uid, so in list(self.objects.items()):
+            if uid not in seen and (namespace is None or so.metadata.namespace == namespace):
+                await self._handle("DELETED", self.raw[uid])
+
+    async def _handle(self, event_type: str, raw: dict[str, Any]) -> None:
+        uid = raw["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.objects.pop(uid, None)
+            self.raw.pop(uid, None)
+            await self._stop(uid)
+            if self.observer is not None and hasattr(self.observer, "forget_object"):
+                meta = raw["metadata"]
+                self.observer.forget_object(meta.get("namespace", ""), meta["name"])
+            return
+        try:
+            so = model.parse_scaled_object(raw)
+        except ConfigError as exc:
+            # The schema let it through (or it is a keda.sh object): report, never crash.
+            await self._stop(uid)
+            await self._reject(raw, str(exc))
+            return
+        self.objects[uid] = so
+        self.raw[uid] = raw
+        if so.metadata.deletion_timestamp is not None:
+            await self._finalize(so, raw)
+            return
+        if FINALIZER not in so.metadata.finalizers:
+            await self._add_finalizer(so)
+        running = self.loops.get(uid)
+        fingerprint = _fingerprint(so)
+        if running is not None and running.fingerprint == fingerprint and not running.task.done():
+            return
+        await self._stop(uid)
+        self._start(uid, so, raw, fingerprint)
+
+    # --- loops ---------------------------------------------------------------------------
+
+    def _start(
+        self, uid: str, so: model.ScaledObject, raw: dict[str, Any], fingerprint: tuple[Any, ...]
+    ) -> None:
+        async def emit(*, event_type: str, reason: str, message: str) -> None:
+            await self.kube.emit_event(
+                involved=self.raw.get(uid, raw),
+                event_type=event_type,
+                reason=reason,
+                message=message,
+            )
+
+        loop = ScaleLoop(
+            so=so,
+            raw=raw,
+            kube=self.kube,
+            scalers=self.scalers,
+            emit=emit,
+            observer=self.observer,
+            blocked_by=lambda: self.conflict(uid),
+            poll_timeout=self.poll_timeout,
+        )
+        task = asyncio.create_task(
+            self._guard(loop), name=f"loop {so.metadata.namespace}/{so.name}"
+        )
+        self.loops[uid] = _Running(task=task, fingerprint=fingerprint)
+
+    async def _guard(self, loop: ScaleLoop) -> None:
+        """A loop that dies of a bug is logged and restarted, never taking others with it."""
+        while True:
+            try:
+                await loop.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: scale loop crashed; restarting in 5s", loop.label)
+                await asyncio.sleep(5)
+
+    async def _stop(self, uid: str) -> None:
+        running = self.loops.pop(uid, None)
+        if running is None:
+            return
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.task
+
+    async def _stop_all(self) -> None:
+        for uid in list(self.loops):
+            await self._stop(uid)
+
+    # --- ownership -----------------------------------------------------------------------
+
+    def conflict(self, uid: str) -> str | None:
+        """Why this object must not scale its target, or None if it owns it."""
+        so = self.objects.get(uid)
+        if so is None:
+            return None
+        key = _target_key(so)
+        hpa = self.hpa_targets.get(key)
+        if hpa is not None:
+            return (
+                f"the scale target {key[2]}/{key[3]} is already managed by "
+                f"HorizontalPodAutoscaler {hpa}"
+            )
+        rivals = [
+            other
+            for other in self.objects.values()
+            if _target_key(other) == key and other.metadata.deletion_timestamp is None
+        ]
+        owner = min(rivals, key=_age_key, default=so)
+        if owner.metadata.uid != so.metadata.uid:
+            return (
+                f"the scale target {key[2]}/{key[3]} is already managed by "
+                f"ScaledObject {owner.metadata.name}"
+            )
+        return None
+
+    async def _refresh_hpas(self) -> None:
+        while True:
+            try:
+                targets: dict[TargetKey, str] = {}
+                for namespace in self.namespaces:
+                    for hpa in await self.kube.list_hpas(namespace):
+                        ref = hpa.get("spec", {}).get("scaleTargetRef", {})
+                        key = (
+                            hpa["metadata"]["namespace"],
+                            str(ref.get("apiVersion", "")).rpartition("/")[0],
+                            str(ref.get("kind", "")),
+                            str(ref.get("name", "")),
+                        )
+                        targets[key] = hpa["metadata"]["name"]
+                self.hpa_targets = targets
+            except (KubeError, OSError, TimeoutError) as exc:
+                log.warning("listing HorizontalPodAutoscalers failed: %s", exc)
+            await asyncio.sleep(HPA_REFRESH_SECONDS)
+
+    # --- finalizer and deletion --------------------------------------------------------
+
+    async def _add_finalizer(self, so: model.ScaledObject) -> None:
+        finalizers = [*so.metadata.finalizers, FINALIZER]
+        try:
+            await self.kube.set_finalizers(
+                so.metadata.namespace or "", so.name, finalizers, so.metadata.resource_version or ""
+            )
+        except ConflictError:
+            pass  # a newer version is on its way through the watch
+        except KubeError as exc:
+            log.warning(
+                "%s/%s: adding the finalizer failed: %s", so.metadata.namespace, so.name, exc
+            )
+
+    async def _finalize(self, so: model.ScaledObject, raw: dict[str, Any]) -> None:
+        uid = so.metadata.uid or ""
+        await self._stop(uid)
+        if FINALIZER not in so.metadata.finalizers:
+            return
+        namespace = so.metadata.namespace or ""
+        original = so.status.get("originalReplicaCount")
+        if so.spec.advanced.restore_to_original_replica_count and isinstance(original, int):
+            ref = so.spec.scale_target_ref
+            try:
+                target = await self.kube.resolve_target(ref.api_version, ref.kind)
+                await self.kube.patch_scale(target, namespace, ref.name, original)
+                log.info(
+                    "%s/%s deleted: restored %s/%s to %d replicas",
+                    namespace,
+                    so.name,
+                    ref.kind,
+                    ref.name,
+                    original,
+                )
+            except TargetNotFoundError:
+                pass  # nothing left to restore
+            except KubeError as exc:
+                log.warning(
+                    "%s/%s: restoring the original replica count failed: %s",
+                    namespace,
+                    so.name,
+                    exc,
+                )
+                return  # keep the finalizer: the next event retries
+        finalizers = [f for f in so.metadata.finalizers if f != FINALIZER]
+        with contextlib.suppress(ConflictError, TargetNotFoundError):
+            await self.kube.set_finalizers(
+                namespace, so.name, finalizers, so.metadata.resource_version or ""
+            )
+
+    async def _reject(self, raw: Mapping[str, Any], message: str) -> None:
+        """Ready=False and a Warning event for a spec the operator cannot use."""
+        meta = raw.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        previous = {
+            c.get("type"): c for c in (raw.get("status") or {}).get("conditions") or ()
+        }.get("Ready", {})
+        if (
+            previous.get("reason") == "ScaledObjectCheckFailed"
+            and previous.get("message") == message
+        ):
+            return
+        log.warning("%s/%s is invalid: %s", namespace, name, message)
+        await self.kube.emit_event(
+            involved=raw, event_type="Warning", reason="ScaledObjectCheckFailed", message=message
+        )
+        body = {
+            "conditions": status.merge_conditions(
+                (raw.get("status") or {}).get("conditions"),
+                [status.not_ready("ScaledObjectCheckFailed", message)],
+                now=time.time(),
+            )
+        }
+        with contextlib.suppress(KubeError):
+            await self.kube.patch_scaled_object_status(namespace, name, body)
+
+
+def _age_key(so: model.ScaledObject) -> tuple[float, str]:
+    created = so.metadata.creation_timestamp
+    return (created.timestamp() if created else float("inf"), so.name)

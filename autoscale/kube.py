@@ -1,0 +1,404 @@
+"""The Kubernetes API, as the operator uses it; the only module that imports kubernetes_asyncio.
+
+It returns plain dicts and small dataclasses, and raises the errors of `autoscale.errors`, so
+nothing above it sees the client library's types. Scale targets of any kind are reached
+through their `/scale` subresource, found by API discovery from `scaleTargetRef`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from autoscale.errors import ConflictError, KubeError, TargetNotFoundError
+from autoscale.model import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+SCALED_OBJECTS = "scaledobjects"
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "autoscale-operator"
+
+
+class WatchExpiredError(KubeError):
+    """HTTP 410 Gone on a watch: the resourceVersion is too old; list again."""
+
+
+class NoScaleSubresourceError(KubeError):
+    """The target's kind exists but has no `/scale` subresource."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetResource:
+    """A scale target's kind resolved by discovery."""
+
+    group: str
+    version: str
+    kind: str
+    resource: str  # the plural, e.g. "deployments"
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def gvkr(self) -> dict[str, str]:
+        """KEDA's status.scaleTargetGVKR."""
+        return {
+            "group": self.group,
+            "version": self.version,
+            "kind": self.kind,
+            "resource": self.resource,
+        }
+
+    def path(self, namespace: str, name: str) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        return f"{base}/namespaces/{namespace}/{self.resource}/{name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scale:
+    """A target's /scale: the replicas asked for (spec) and running (status)."""
+
+    spec_replicas: int
+    status_replicas: int
+    selector: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
+async def connect(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client: the given kubeconfig; else in-cluster; else $KUBECONFIG or ~/.kube/config."""
+    if kubeconfig:
+        return await config.new_client_from_config(config_file=kubeconfig)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    return await config.new_client_from_config()
+
+
+def _translate(exc: ApiException, what: str) -> KubeError:
+    """Our error for an API failure; the message carries the server's, never request bodies."""
+    reason = exc.reason or ""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        reason = json.loads(exc.body or b"{}").get("message", reason)
+    message = f"{what}: {exc.status} {reason}".strip()
+    if exc.status == 404:
+        return TargetNotFoundError(message, status=404)
+    if exc.status == 409:
+        return ConflictError(message, status=409)
+    if exc.status == 410:
+        return WatchExpiredError(message, status=410)
+    return KubeError(message, status=exc.status)
+
+
+class Kube:
+    """The handful of API calls the operator makes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self._resources: dict[tuple[str, str], TargetResource] = {}
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # --- ScaledObjects -------------------------------------------------------------------
+
+    async def list_scaled_objects(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        """All ScaledObjects (of one namespace, or all), and the list's resourceVersion."""
+        try:
+            if namespace:
+                listing = await self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SCALED_OBJECTS
+                )
+            else:
+                listing = await self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, SCALED_OBJECTS
+                )
+        except ApiException as exc:
+            raise _translate(exc, "listing ScaledObjects") from None
+        return list(listing.get("items", [])), str(listing["metadata"]["resourceVersion"])
+
+    async def watch_scaled_objects(
+        self, namespace: str | None, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[WatchEvent]:
+        """Watch events after `resource_version`, bookmarks included; ends after the timeout.
+
+        Raises WatchExpiredError when the server answers 410 Gone (the caller lists again).
+        """
+        params: dict[str, Any] = {
+            "watch": True,
+            "resource_version": resource_version,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": timeout_seconds,
+            "_preload_content": False,
+            "_request_timeout": timeout_seconds + 30,
+        }
+        try:
+            if namespace:
+                response = await self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, SCALED_OBJECTS, **params
+                )
+            else:
+                response = await self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, SCALED_OBJECTS, **params
+                )
+        except ApiException as exc:
+            raise _translate(exc, "watching ScaledObjects") from None
+        async with response:
+            while True:
+                line = await response.content.readline()
+                if not line:
+                    return
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object", {})
+                    code = status.get("code")
+                    message = f"watching ScaledObjects: {code} {status.get('message', '')}"
+                    if code == 410:
+                        raise WatchExpiredError(message, status=410)
+                    raise KubeError(message, status=code)
+                yield WatchEvent(type=event["type"], object=event["object"])
+
+    async def patch_scaled_object_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{SCALED_OBJECTS}/{name}/status"
+        try:
+            return await self._send_json("PATCH", path, {"status": dict(status)})
+        except ApiException as exc:
+            raise _translate(exc, f"patching status of ScaledObject {namespace}/{name}") from None
+
+    async def set_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        """Replace metadata.finalizers, only if the object is still at `resource_version`."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{SCALED_OBJECTS}/{name}"
+        try:
+            return await self._send_json("PATCH", path, body)
+        except ApiException as exc:
+            what = f"updating finalizers of ScaledObject {namespace}/{name}"
+            raise _translate(exc, what) from None
+
+    # --- scale targets -------------------------------------------------------------------
+
+    async def resolve_target(self, api_version: str, kind: str) -> TargetResource:
+        """The resource behind `apiVersion`/`kind`, by discovery; checks it has /scale."""
+        key = (api_version, kind)
+        cached = self._resources.get(key)
+        if cached is not None:
+            return cached
+        group, _, version = api_version.rpartition("/")
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            discovery = await self._get_json(path)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise TargetNotFoundError(
+                    f"scaleTargetRef: the API {api_version} is not served by this cluster",
+                    status=404,
+                ) from None
+            raise _translate(exc, f"discovering {api_version}") from None
+        resources = discovery.get("resources", [])
+        names = {r["name"] for r in resources}
+        for entry in resources:
+            if entry.get("kind") == kind and "/" not in entry["name"]:
+                if f"{entry['name']}/scale" not in names:
+                    raise NoScaleSubresourceError(
+                        f"scaleTargetRef: {kind}.{api_version} has no /scale subresource, "
+                        "so it cannot be scaled"
+                    )
+                target = TargetResource(
+                    group=group,
+                    version=version,
+                    kind=kind,
+                    resource=entry["name"],
+                    namespaced=bool(entry.get("namespaced", True)),
+                )
+                self._resources[key] = target
+                return target
+        raise TargetNotFoundError(
+            f"scaleTargetRef: kind {kind} is not served by {api_version}", status=404
+        )
+
+    def forget_target(self, api_version: str, kind: str) -> None:
+        """Drop a cached discovery result (e.g. after a CRD was removed)."""
+        self._resources.pop((api_version, kind), None)
+
+    async def get_scale(self, target: TargetResource, namespace: str, name: str) -> Scale:
+        try:
+            body = await self._get_json(target.path(namespace, name) + "/scale")
+        except ApiException as exc:
+            raise _translate(exc, f"reading /scale of {target.kind} {namespace}/{name}") from None
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        return Scale(
+            spec_replicas=int(spec.get("replicas") or 0),
+            status_replicas=int(status.get("replicas") or 0),
+            selector=status.get("selector"),
+        )
+
+    async def patch_scale(
+        self, target: TargetResource, namespace: str, name: str, replicas: int
+    ) -> None:
+        try:
+            await self._send_json(
+                "PATCH", target.path(namespace, name) + "/scale", {"spec": {"replicas": replicas}}
+            )
+        except ApiException as exc:
+            raise _translate(exc, f"patching /scale of {target.kind} {namespace}/{name}") from None
+
+    async def get_object(self, target: TargetResource, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return await self._get_json(target.path(namespace, name))
+        except ApiException as exc:
+            raise _translate(exc, f"reading {target.kind} {namespace}/{name}") from None
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.api.call_api(
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            response_types_map={200: "object"},
+            _return_http_data_only=True,
+        )
+        return result
+
+    async def _send_json(self, method: str, path: str, body: Any) -> dict[str, Any]:
+        """POST a JSON body, or PATCH it as a JSON merge patch."""
+        content_type = MERGE_PATCH if method == "PATCH" else "application/json"
+        result: dict[str, Any] = await self.api.call_api(
+            path,
+            method,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+            response_types_map={200: "object", 201: "object"},
+            _return_http_data_only=True,
+        )
+        return result
+
+    # --- HPAs, secrets, events -----------------------------------------------------------
+
+    async def list_hpas(self, namespace: str | None) -> list[dict[str, Any]]:
+        path = (
+            f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
+            if namespace
+            else "/apis/autoscaling/v2/horizontalpodautoscalers"
+        )
+        try:
+            listing = await self._get_json(path)
+        except ApiException as exc:
+            raise _translate(exc, "listing HorizontalPodAutoscalers") from None
+        return list(listing.get("items", []))
+
+    async def emit_event(
+        self,
+        *,
+        involved: Mapping[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """A core/v1 Event on `involved` (an object dict); failures are logged, not raised."""
+        metadata = involved.get("metadata", {})
+        now = datetime.datetime.now(datetime.UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{metadata.get('name')}.{uuid.uuid4().hex[:16]}",
+                "namespace": metadata.get("namespace"),
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": metadata.get("name"),
+                "namespace": metadata.get("namespace"),
+                "uid": metadata.get("uid"),
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        try:
+            path = f"/api/v1/namespaces/{metadata.get('namespace')}/events"
+            await self._send_json("POST", path, body)
+        except (TimeoutError, ApiException) as exc:
+            log.warning("could not record event %s on %s: %s", reason, metadata.get("name"), exc)
+
+
+class Secrets:
+    """Reads of Secrets, ConfigMaps and (Cluster)TriggerAuthentications for auth resolution.
+
+    Values are returned to the caller only; nothing here logs or formats them.
+    """
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = await self.kube.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            raise _translate(exc, f"reading Secret {namespace}/{name}") from None
+        data = secret.data or {}
+        if key not in data:
+            raise TargetNotFoundError(f"Secret {namespace}/{name} has no key {key!r}", status=404)
+        return base64.b64decode(data[key]).decode()
+
+    async def config_map_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            config_map = await self.kube.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            raise _translate(exc, f"reading ConfigMap {namespace}/{name}") from None
+        data = config_map.data or {}
+        if key not in data:
+            raise TargetNotFoundError(
+                f"ConfigMap {namespace}/{name} has no key {key!r}", status=404
+            )
+        return str(data[key])
+
+    async def trigger_authentication(
+        self, namespace: str | None, name: str, *, cluster: bool
+    ) -> dict[str, Any]:
+        kind = "ClusterTriggerAuthentication" if cluster else "TriggerAuthentication"
+        plural = "clustertriggerauthentications" if cluster else "triggerauthentications"
+        try:
+            if cluster:
+                obj = await self.kube.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            else:
+                obj = await self.kube.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace or "", plural, name
+                )
+        except ApiException as exc:
+            where = name if cluster else f"{namespace}/{name}"
+            raise _translate(exc, f"reading {kind} {where}") from None
+        result: dict[str, Any] = obj
+        return result

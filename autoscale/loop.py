@@ -1,0 +1,500 @@
+"""One ScaledObject's poll loop: sample its triggers, decide, patch /scale, write status.
+
+The loop owns the object's scalers and engine state. Each tick, on a drift-free schedule, it
+samples every trigger in parallel under a timeout, asks `replicas.decide` for the count,
+patches the target's /scale only when the count must change, and writes the status only when
+it differs from what it last wrote. Nothing here decides a count: that is replicas.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from autoscale import behavior, formula, pause, replicas, status
+from autoscale.errors import (
+    ConfigError,
+    KubeError,
+    ScalerError,
+    TargetNotFoundError,
+)
+from autoscale.kube import Kube, NoScaleSubresourceError, TargetResource
+from autoscale.model import ScaledObject, Trigger
+from autoscale.scalers.base import MetricSample, Scaler
+
+log = logging.getLogger(__name__)
+
+COMPOSITE_METRIC = "composite-metric"
+
+
+class ScalerFactory(Protocol):
+    """Builds a trigger's scaler (no I/O) and resolves its authentication."""
+
+    async def build(self, so: ScaledObject, trigger: Trigger) -> Scaler: ...
+
+
+class EventSink(Protocol):
+    async def __call__(self, *, event_type: str, reason: str, message: str) -> None: ...
+
+
+class Observer(Protocol):
+    """What the loop reports to metrics; `autoscale.metrics.Metrics` implements it."""
+
+    def observe_trigger(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        trigger: str,
+        metric: str,
+        value: float,
+        target: float,
+        active: bool,
+        latency: float,
+    ) -> None: ...
+
+    def trigger_error(self, *, namespace: str, name: str, trigger: str, metric: str) -> None: ...
+
+    def observe_object(
+        self, *, namespace: str, name: str, current: int, desired: int, paused: bool
+    ) -> None: ...
+
+    def scaled(self, *, namespace: str, name: str, direction: Literal["up", "down"]) -> None: ...
+
+    def observe_lateness(self, seconds: float) -> None: ...
+
+
+def build_policy(so: ScaledObject) -> replicas.ScalingPolicy:
+    """The engine's policy from the spec and the pause annotations (raises ConfigError)."""
+    spec = so.spec
+    hpa_config = spec.advanced.horizontal_pod_autoscaler_config
+    return replicas.ScalingPolicy(
+        min_replicas=spec.min_replica_count,
+        max_replicas=spec.max_replica_count,
+        idle_replicas=spec.idle_replica_count,
+        cooldown_period=float(spec.cooldown_period),
+        initial_cooldown_period=float(spec.initial_cooldown_period),
+        fallback=spec.fallback,
+        behavior=behavior.parse_behavior(hpa_config.behavior if hpa_config else None),
+        pause=pause.parse_pause(so.metadata.annotations),
+    )
+
+
+@dataclass
+class _Trigger:
+    trigger: Trigger
+    metric_name: str
+    scaler: Scaler | None = None
+    failing: bool = False
+
+
+@dataclass
+class LoopState:
+    """What the loop remembers between ticks (beyond the engine's own state)."""
+
+    engine: replicas.EngineState
+    last_status: dict[str, Any] | None = None
+    original_replicas: int | None = None
+    active: bool | None = None
+    fallback_active: bool = False
+    ready_reason: str | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ScaleLoop:
+    """Polls one ScaledObject until cancelled; a new generation means a new loop."""
+
+    def __init__(
+        self,
+        *,
+        so: ScaledObject,
+        raw: Mapping[str, Any],
+        kube: Kube,
+        scalers: ScalerFactory,
+        emit: EventSink,
+        observer: Observer | None = None,
+        blocked_by: Callable[[], str | None] = lambda: None,
+        poll_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.so = so
+        self.raw = raw
+        self.kube = kube
+        self.scalers = scalers
+        self.emit = emit
+        self.observer = observer
+        self.blocked_by = blocked_by
+        self.poll_timeout = poll_timeout
+        self.clock = clock
+        self.namespace = so.metadata.namespace or ""
+        self.name = so.metadata.name
+        self.label = f"{self.namespace}/{self.name}"
+        self.target_ref = so.spec.scale_target_ref
+        self.target: TargetResource | None = None
+        raw_status = so.status
+        self.state = LoopState(
+            engine=_engine_state(raw_status.get("engine")),
+            original_replicas=_int_or_none(raw_status.get("originalReplicaCount")),
+            conditions=[dict(c) for c in raw_status.get("conditions") or ()],
+            last_status=None,
+        )
+        self.triggers: list[_Trigger] = []
+        self.modifiers: formula.ScalingModifiers | None = None
+        self.policy: replicas.ScalingPolicy | None = None
+        created = so.metadata.creation_timestamp
+        self.created_at = created.timestamp() if created else clock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not await self._configure():
+                await asyncio.Event().wait()  # invalid spec: wait for a new generation
+            interval = float(self.so.spec.polling_interval)
+            due = time.monotonic() + random.uniform(0, min(1.0, interval / 10))
+            while True:
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lateness = time.monotonic() - due
+                if self.observer:
+                    self.observer.observe_lateness(max(0.0, lateness))
+                await self.tick()
+                due += interval
+                if due < time.monotonic():  # overran: skip missed ticks, never burst
+                    due = time.monotonic() + interval
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        for entry in self.triggers:
+            await self._close_scaler(entry)
+
+    async def _configure(self) -> bool:
+        """Build the policy, scalers and formula; on a bad spec report it and return False."""
+        try:
+            self.policy = build_policy(self.so)
+            named = [t.name for t in self.so.spec.triggers]
+            if self.so.spec.advanced.scaling_modifiers is not None:
+                self.modifiers = formula.validate_scaling_modifiers(
+                    self.so.spec.advanced.scaling_modifiers, named
+                )
+            self.triggers = []
+            for trigger in self.so.spec.triggers:
+                scaler = await self.scalers.build(self.so, trigger)
+                self.triggers.append(
+                    _Trigger(
+                        trigger=trigger, metric_name=_metric_name(scaler, trigger), scaler=scaler
+                    )
+                )
+        except ConfigError as exc:
+            await self._report_not_ready("ScaledObjectCheckFailed", str(exc))
+            return False
+        await self.emit(
+            event_type="Normal",
+            reason="ScalersStarted",
+            message="Started scalers watch: " + ", ".join(t.metric_name for t in self.triggers),
+        )
+        return True
+
+    # --- one tick ----------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """One poll: sample, decide, scale, report. Never raises but for cancellation."""
+        assert self.policy is not None
+        now = self.clock()
+        try:
+            if self.target is None:
+                self.target = await self.kube.resolve_target(
+                    self.target_ref.api_version, self.target_ref.kind
+                )
+            scale = await self.kube.get_scale(self.target, self.namespace, self.target_ref.name)
+        except (TargetNotFoundError, NoScaleSubresourceError) as exc:
+            self.target = None
+            await self._report_not_ready("ScaleTargetNotFound", str(exc))
+            return
+        except KubeError as exc:
+            log.warning("%s: reading the scale target failed: %s", self.label, exc)
+            await self._report_not_ready("ErrorGettingCurrentReplicas", str(exc))
+            return
+        current = scale.spec_replicas
+        if self.state.original_replicas is None:
+            self.state.original_replicas = current
+
+        owner = self.blocked_by()
+        if owner is not None:
+            await self._report_not_ready("ScaleTargetConflict", owner)
+            return
+
+        samples = await self._sample_all()
+        engine_samples: Mapping[str, MetricSample | None] = samples
+        if self.modifiers is not None:
+            engine_samples = {COMPOSITE_METRIC: self._composite(samples)}
+        decision, engine = replicas.decide(
+            self.policy,
+            self.state.engine,
+            replicas.Observation(
+                samples=engine_samples,
+                current_replicas=current,
+                now=now,
+                created_at=self.created_at,
+            ),
+        )
+        desired = decision.replicas
+        if desired != current and not await self._apply(current, desired, decision):
+            return  # the engine state stays as it was: the scale did not happen
+        self.state.engine = engine
+        await self._after_decision(now, current, decision, samples)
+
+    async def _sample_all(self) -> dict[str, MetricSample | None]:
+        results = await asyncio.gather(*(self._sample(entry) for entry in self.triggers))
+        return {
+            entry.metric_name: result for entry, result in zip(self.triggers, results, strict=True)
+        }
+
+    async def _sample(self, entry: _Trigger) -> MetricSample | None:
+        started = time.monotonic()
+        try:
+            if entry.scaler is None:
+                entry.scaler = await self.scalers.build(self.so, entry.trigger)
+            async with asyncio.timeout(self.poll_timeout):
+                sample = await entry.scaler.sample()
+        except (ScalerError, TimeoutError, ConfigError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            if not entry.failing:
+                log.warning("%s: trigger %s failed: %s", self.label, entry.metric_name, reason)
+                await self.emit(
+                    event_type="Warning",
+                    reason="ScalerFailed",
+                    message=f"{entry.metric_name}: {reason}",
+                )
+            entry.failing = True
+            if self.observer:
+                self.observer.trigger_error(
+                    namespace=self.namespace,
+                    name=self.name,
+                    trigger=entry.trigger.type,
+                    metric=entry.metric_name,
+                )
+            await self._close_scaler(entry)  # rebuilt on the next tick, as KEDA does
+            return None
+        if entry.failing:
+            log.info("%s: trigger %s recovered", self.label, entry.metric_name)
+            entry.failing = False
+        if self.observer:
+            self.observer.observe_trigger(
+                namespace=self.namespace,
+                name=self.name,
+                trigger=entry.trigger.type,
+                metric=entry.metric_name,
+                value=sample.value,
+                target=sample.target,
+                active=sample.value > sample.activation_target,
+                latency=time.monotonic() - started,
+            )
+        return sample
+
+    def _composite(self, samples: Mapping[str, MetricSample | None]) -> MetricSample | None:
+        assert self.modifiers is not None
+        values: dict[str, float | None] = {}
+        for entry in self.triggers:
+            if entry.trigger.name:
+                sample = samples.get(entry.metric_name)
+                values[entry.trigger.name] = sample.value if sample else None
+        try:
+            value = self.modifiers.formula.evaluate(values)
+        except ScalerError as exc:
+            log.warning("%s: scalingModifiers formula failed: %s", self.label, exc)
+            return None
+        return MetricSample(
+            name=COMPOSITE_METRIC,
+            value=value,
+            target=self.modifiers.target,
+            activation_target=self.modifiers.activation_target,
+            metric_type=self.modifiers.metric_type,
+        )
+
+    async def _apply(self, current: int, desired: int, decision: replicas.Decision) -> bool:
+        assert self.target is not None
+        try:
+            await self.kube.patch_scale(self.target, self.namespace, self.target_ref.name, desired)
+        except KubeError as exc:
+            log.warning("%s: scaling %d -> %d failed: %s", self.label, current, desired, exc)
+            await self.emit(
+                event_type="Warning",
+                reason="ScaleFailed",
+                message=f"scaling {current} -> {desired} failed: {exc}",
+            )
+            return False
+        log.info(
+            "%s %d -> %d: %s (%s)",
+            self.label,
+            current,
+            desired,
+            decision.message,
+            decision.reason.value,
+        )
+        if self.observer:
+            self.observer.scaled(
+                namespace=self.namespace,
+                name=self.name,
+                direction="up" if desired > current else "down",
+            )
+        if current == 0 and desired > 0:
+            await self.emit(
+                event_type="Normal",
+                reason="ScaleTargetActivated",
+                message=f"Scaled {self.target.kind} {self.namespace}/"
+                f"{self.target_ref.name} from 0 to {desired}: {decision.message}",
+            )
+        elif desired == 0:
+            await self.emit(
+                event_type="Normal",
+                reason="ScaleTargetDeactivated",
+                message=f"Scaled {self.target.kind} {self.namespace}/"
+                f"{self.target_ref.name} from {current} to 0",
+            )
+        else:
+            await self.emit(
+                event_type="Normal",
+                reason="Rescaled",
+                message=f"New size: {desired} (was {current}); {decision.message}",
+            )
+        return True
+
+    async def _after_decision(
+        self,
+        now: float,
+        current: int,
+        decision: replicas.Decision,
+        samples: Mapping[str, MetricSample | None],
+    ) -> None:
+        assert self.policy is not None
+        if decision.fallback_active != self.state.fallback_active:
+            await self.emit(
+                event_type="Warning" if decision.fallback_active else "Normal",
+                reason="FallbackActivated" if decision.fallback_active else "FallbackDeactivated",
+                message="fallback replicas "
+                + ("in effect" if decision.fallback_active else "lifted"),
+            )
+            self.state.fallback_active = decision.fallback_active
+        if self.state.ready_reason is not None:
+            await self.emit(
+                event_type="Normal",
+                reason="ScaledObjectReady",
+                message="ScaledObject is ready for scaling",
+            )
+        self.state.ready_reason = None
+        failing = [name for name, sample in samples.items() if sample is None]
+        pause_state = self.policy.pause
+        conditions = [
+            status.ready()
+            if not failing
+            else status.Condition(
+                type=status.READY,
+                status="True" if len(failing) < len(samples) else "False",
+                reason="PartialTriggerError" if len(failing) < len(samples) else "TriggerError",
+                message="failing: " + ", ".join(failing),
+            ),
+            status.active(
+                decision.active,
+                cooldown=decision.reason is replicas.Reason.COOLDOWN,
+                forced=pause_state.force_activation,
+            ),
+            status.fallback(decision.fallback_active, failing),
+            status.paused(pause_state.paused, pause_state.replicas),
+        ]
+        if self.observer:
+            self.observer.observe_object(
+                namespace=self.namespace,
+                name=self.name,
+                current=current,
+                desired=decision.replicas,
+                paused=pause_state.paused,
+            )
+        await self._write_status(now, conditions, samples)
+
+    async def _report_not_ready(self, reason: str, message: str) -> None:
+        """Ready=False with the reason, a Warning event once per reason, no scaling."""
+        if self.state.ready_reason != reason:
+            log.warning("%s: not ready (%s): %s", self.label, reason, message)
+            await self.emit(event_type="Warning", reason=reason, message=message)
+            self.state.ready_reason = reason
+        await self._write_status(self.clock(), [status.not_ready(reason, message)], {})
+
+    async def _write_status(
+        self,
+        now: float,
+        conditions: list[status.Condition],
+        samples: Mapping[str, MetricSample | None],
+    ) -> None:
+        engine = self.state.engine
+        metric_names = [entry.metric_name for entry in self.triggers]
+        body: dict[str, Any] = {
+            "conditions": status.merge_conditions(self.state.conditions, conditions, now=now),
+            "scaleTargetKind": f"{self.target_ref.api_version}.{self.target_ref.kind}",
+            "externalMetricNames": metric_names,
+            "triggersTypes": ",".join(t.trigger.type for t in self.triggers) or None,
+            "health": status.health(engine.failures, metric_names) if metric_names else None,
+            "engine": engine.to_status(),
+        }
+        if self.target is not None:
+            body["scaleTargetGVKR"] = self.target.gvkr
+        if self.state.original_replicas is not None:
+            body["originalReplicaCount"] = self.state.original_replicas
+        if engine.last_active_time is not None:
+            body["lastActiveTime"] = status.rfc3339(engine.last_active_time)
+        if samples:
+            body["triggersActivity"] = {
+                name: {"isActive": bool(s and s.value > s.activation_target)}
+                for name, s in samples.items()
+            }
+        if self.policy is not None and self.policy.pause.replicas is not None:
+            body["pausedReplicaCount"] = self.policy.pause.replicas
+        auth_kinds = sorted(
+            {t.authentication_ref.name for t in self.so.spec.triggers if t.authentication_ref}
+        )
+        body["authenticationsTypes"] = ",".join(auth_kinds) or None
+        body = {k: v for k, v in body.items() if v is not None}
+        if body == self.state.last_status:
+            return
+        try:
+            await self.kube.patch_scaled_object_status(self.namespace, self.name, body)
+        except TargetNotFoundError:
+            return  # the ScaledObject is gone; the controller stops this loop
+        except KubeError as exc:
+            log.warning("%s: writing status failed: %s", self.label, exc)
+            return
+        self.state.last_status = body
+        self.state.conditions = body["conditions"]
+
+    async def _close_scaler(self, entry: _Trigger) -> None:
+        scaler, entry.scaler = entry.scaler, None
+        if scaler is not None:
+            with contextlib.suppress(Exception):
+                await scaler.aclose()
+
+
+def _metric_name(scaler: Scaler, trigger: Trigger) -> str:
+    name = getattr(scaler, "metric_name", None)
+    return name if isinstance(name, str) and name else f"s{trigger.index}-{trigger.type}"
+
+
+def _engine_state(raw: Any) -> replicas.EngineState:
+    """The persisted engine state; a malformed one is dropped (the engine then waits a full
+    window before any scale-down, which is the safe direction)."""
+    try:
+        return replicas.EngineState.from_status(raw if isinstance(raw, Mapping) else None)
+    except (ValueError, TypeError) as exc:
+        log.warning("ignoring malformed status.engine: %s", exc)
+        return replicas.EngineState()
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

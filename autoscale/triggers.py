@@ -1,0 +1,52 @@
+"""Builds a trigger's scaler: resolves its authentication, then asks the scaler registry.
+
+This is the loop's ScalerFactory. Parameter warnings (unknown keys, deprecated names) are
+logged once per build; values are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from autoscale import model
+from autoscale.auth import AuthResolver
+from autoscale.errors import ConfigError
+from autoscale.scalers.base import MetricType, Scaler
+from autoscale.scalers.connections import SharedClients
+from autoscale.scalers.registry import ScalerRegistry
+
+log = logging.getLogger(__name__)
+
+
+class TriggerScalers:
+    def __init__(
+        self, *, registry: ScalerRegistry, connections: SharedClients, auth: AuthResolver
+    ) -> None:
+        self.registry = registry
+        self.connections = connections
+        self.auth = auth
+
+    async def build(self, so: model.ScaledObject, trigger: model.Trigger) -> Scaler:
+        """An unconnected scaler for `trigger`; ConfigError names what is wrong."""
+        metric_type = trigger.effective_metric_type
+        if metric_type is model.MetricTargetType.UTILIZATION:
+            raise ConfigError(
+                f"spec.triggers[{trigger.index}].metricType: Utilization applies to cpu and "
+                f"memory triggers only, not {trigger.type}"
+            )
+        resolved = await self.auth.resolve(so, trigger)
+        warnings: list[str] = []
+        scaler = self.registry.build_scaler(
+            trigger.type,
+            trigger_index=trigger.index,
+            trigger_name=trigger.name,
+            metadata=trigger.metadata,
+            auth_params=resolved.auth_params,
+            resolved_env=resolved.resolved_env,
+            connections=self.connections,
+            metric_type=MetricType(metric_type.value),
+            warnings=warnings,
+        )
+        for warning in warnings:
+            log.warning("%s/%s: %s", so.metadata.namespace, so.name, warning)
+        return scaler
