@@ -31,10 +31,11 @@ async def run(settings: Settings) -> int:
     registry = default_registry()
     for problem in registry.problems():
         log.error("scaler plugin: %s", problem)
+    references = kube.ObjectCache(client)
     scalers = TriggerScalers(
         registry=registry,
         connections=connections,
-        auth=AuthResolver(client, operator_namespace=settings.operator_namespace),
+        auth=AuthResolver(client, references, operator_namespace=settings.operator_namespace),
     )
     current: list[Controller] = []
 
@@ -95,6 +96,7 @@ async def run(settings: Settings) -> int:
             ),
         ):
             work = asyncio.create_task(elector.run(lead) if elector else lead(), name="operator")
+            sweeper = asyncio.create_task(_sweep(references), name="reference sweeper")
             stopping = asyncio.create_task(stop.wait(), name="signals")
             done, _ = await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
@@ -107,8 +109,17 @@ async def run(settings: Settings) -> int:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
+            sweeper.cancel()
     finally:
+        await references.aclose()
         await connections.aclose()
         await client.close()
     log.info("stopped")
     return exit_code
+
+
+async def _sweep(references: kube.ObjectCache) -> None:
+    """Forget watched Secrets, ConfigMaps and TriggerAuthentications nobody reads any more."""
+    while True:
+        await asyncio.sleep(60)
+        references.sweep()

@@ -4,30 +4,51 @@
   `envSourceContainerName`, else the first), literal values and Secret/ConfigMap references,
   for the `<param>FromEnv` metadata form;
 - `auth_params`: from the trigger's TriggerAuthentication or ClusterTriggerAuthentication:
-  `env` entries (from that environment), then `configMapTargetRef`, then `secretTargetRef`,
-  later sources overriding earlier ones as in KEDA. A ClusterTriggerAuthentication reads its
-  Secrets and ConfigMaps from the operator's own namespace.
+  `env` entries (from the named container's environment), then `configMapTargetRef`, then
+  `secretTargetRef`, a later source overriding an earlier one for the same parameter, as in
+  KEDA. A ClusterTriggerAuthentication reads its Secrets and ConfigMaps from the operator's
+  own namespace.
 
-Values are handed to the scaler only: never logged, never put into errors or status.
+Every object is read through the ObjectCache's watches, so resolving on every poll costs no
+API call and a rotated Secret is seen within moments; the loop compares `ResolvedAuth.digest`
+and rebuilds a trigger's scaler when it changes. Values go to the scaler only: never logged,
+never put into errors or status (errors name the reference and the key, not the value).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoscale import model
 from autoscale.errors import ConfigError, KubeError
-from autoscale.kube import Kube, Secrets, TargetResource
+from autoscale.kube import Kube, ObjectCache, ObjectKey
+
+_DIGEST_KEY = os.urandom(32)  # per process: digests cannot be compared across processes
 
 
 @dataclass(frozen=True, slots=True)
 class ResolvedAuth:
-    auth_params: Mapping[str, str]
-    resolved_env: Mapping[str, str]
+    auth_params: Mapping[str, str] = field(repr=False)
+    resolved_env: Mapping[str, str] = field(repr=False)
 
-    def __repr__(self) -> str:  # never show values
+    @property
+    def digest(self) -> str:
+        """A keyed hash of everything resolved: equal digests, equal credentials."""
+        mac = hmac.new(_DIGEST_KEY, digestmod=hashlib.sha256)
+        for source in (self.auth_params, self.resolved_env):
+            for key in sorted(source):
+                mac.update(key.encode() + b"\0" + source[key].encode() + b"\0")
+            mac.update(b"\1")
+        return mac.hexdigest()
+
+    def __repr__(self) -> str:  # names only, never values
         return (
             f"ResolvedAuth(auth_params={sorted(self.auth_params)}, "
             f"resolved_env={sorted(self.resolved_env)})"
@@ -35,64 +56,105 @@ class ResolvedAuth:
 
 
 class AuthResolver:
-    def __init__(self, kube: Kube, *, operator_namespace: str) -> None:
+    def __init__(self, kube: Kube, cache: ObjectCache, *, operator_namespace: str) -> None:
         self.kube = kube
-        self.secrets = Secrets(kube)
+        self.cache = cache
         self.operator_namespace = operator_namespace
 
     async def resolve(self, so: model.ScaledObject, trigger: model.Trigger) -> ResolvedAuth:
-        """Raises ConfigError (naming the reference, never a value) when a reference is bad."""
+        """Raises ConfigError naming the reference (never a value) when one is unusable."""
         namespace = so.metadata.namespace or ""
-        env = await self._container_env(so, namespace)
+        containers = await self._containers(so, namespace)
+        wanted = so.spec.scale_target_ref.env_source_container_name
+        env = await self._container_env(containers, wanted, namespace)
         params: dict[str, str] = {}
         ref = trigger.authentication_ref
-        if ref is not None:
-            cluster = ref.kind is model.AuthenticationKind.CLUSTER_TRIGGER_AUTHENTICATION
-            field = f"spec.triggers[{trigger.index}].authenticationRef"
-            try:
-                raw = await self.secrets.trigger_authentication(
-                    namespace, ref.name, cluster=cluster
+        if ref is None:
+            return ResolvedAuth(auth_params=params, resolved_env=env)
+        cluster = ref.kind is model.AuthenticationKind.CLUSTER_TRIGGER_AUTHENTICATION
+        where = f"spec.triggers[{trigger.index}].authenticationRef ({ref.kind} {ref.name})"
+        key = (
+            ObjectKey.cluster_trigger_authentication(ref.name)
+            if cluster
+            else ObjectKey.trigger_authentication(namespace, ref.name)
+        )
+        try:
+            raw = await self.cache.get(key)
+        except KubeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if raw is None:
+            raise ConfigError(f"{where}: not found")
+        auth = model.parse_trigger_authentication(raw)
+        source_namespace = self.operator_namespace if cluster else namespace
+        spec = auth.spec
+        for entry in spec.env:
+            container_env = (
+                await self._container_env(containers, entry.container_name, namespace)
+                if entry.container_name
+                else env
+            )
+            if entry.name not in container_env:
+                raise ConfigError(
+                    f"{where}: env {entry.name!r} for parameter {entry.parameter!r} is not set "
+                    "in the scale target's container"
                 )
-                auth = model.parse_trigger_authentication(raw)
-            except KubeError as exc:
-                raise ConfigError(f"{field}: {exc}") from None
-            source_namespace = self.operator_namespace if cluster else namespace
-            spec = auth.spec
-            try:
-                for entry in spec.env:
-                    if entry.name in env:
-                        params[entry.parameter] = env[entry.name]
-                for cm in spec.config_map_target_refs:
-                    params[cm.parameter] = await self.secrets.config_map_value(
-                        source_namespace, cm.name, cm.key
-                    )
-                for secret in spec.secret_target_refs:
-                    params[secret.parameter] = await self.secrets.secret_value(
-                        source_namespace, secret.name, secret.key
-                    )
-            except KubeError as exc:
-                raise ConfigError(f"{field} ({ref.kind} {ref.name}): {exc}") from None
+            params[entry.parameter] = container_env[entry.name]
+        for cm in spec.config_map_target_refs:
+            params[cm.parameter] = await self._value(
+                ObjectKey.config_map(source_namespace, cm.name),
+                "ConfigMap",
+                cm.key,
+                where=f"{where}: configMapTargetRef for {cm.parameter!r}",
+            )
+        for secret in spec.secret_target_refs:
+            params[secret.parameter] = await self._value(
+                ObjectKey.secret(source_namespace, secret.name),
+                "Secret",
+                secret.key,
+                where=f"{where}: secretTargetRef for {secret.parameter!r}",
+            )
+        if spec.unresolved_sources:
+            raise ConfigError(
+                f"{where}: {', '.join(sorted(spec.unresolved_sources))} is not supported yet; "
+                "use secretTargetRef, configMapTargetRef or env"
+            )
         return ResolvedAuth(auth_params=params, resolved_env=env)
 
-    async def _container_env(self, so: model.ScaledObject, namespace: str) -> dict[str, str]:
-        """The chosen container's env; empty when the target or its pod template is absent."""
+    async def _value(self, key: ObjectKey, kind: str, item: str, *, where: str) -> str:
+        """One key of a Secret or ConfigMap; errors name the object and key only."""
+        try:
+            obj = await self.cache.get(key)
+        except KubeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        label = f"{kind} {key.name}"
+        if obj is None:
+            raise ConfigError(f"{where}: {label} not found")
+        value = _item(obj, item, secret=kind == "Secret")
+        if value is None:
+            raise ConfigError(f"{where}: {label} has no key {item!r}")
+        return value
+
+    async def _containers(self, so: model.ScaledObject, namespace: str) -> list[dict[str, Any]]:
+        """The scale target's pod template containers; empty when there are none to read."""
         ref = so.spec.scale_target_ref
         try:
-            target: TargetResource = await self.kube.resolve_target(ref.api_version, ref.kind)
-            workload = await self.kube.get_object(target, namespace, ref.name)
+            target = await self.kube.resolve_target(ref.api_version, ref.kind)
+            workload = await self.cache.get(ObjectKey.workload(target, namespace, ref.name))
         except KubeError:
-            return {}
-        containers = (
-            workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
-        )
+            return []
+        if workload is None:
+            return []
+        spec = workload.get("spec", {}).get("template", {}).get("spec", {})
+        return [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+
+    async def _container_env(
+        self, containers: list[dict[str, Any]], wanted: str | None, namespace: str
+    ) -> dict[str, str]:
         if not containers:
             return {}
-        wanted = ref.env_source_container_name
-        container: Mapping[str, Any] = (
-            next((c for c in containers if c.get("name") == wanted), containers[0])
-            if wanted
-            else containers[0]
-        )
+        container = next((c for c in containers if c.get("name") == wanted), None)
+        if container is None:
+            container = containers[0]
         env: dict[str, str] = {}
         for item in container.get("env") or []:
             name = item.get("name")
@@ -102,17 +164,33 @@ class AuthResolver:
                 env[name] = str(item["value"])
                 continue
             source = item.get("valueFrom") or {}
-            try:
-                if "secretKeyRef" in source:
-                    key_ref = source["secretKeyRef"]
-                    env[name] = await self.secrets.secret_value(
-                        namespace, key_ref["name"], key_ref["key"]
-                    )
-                elif "configMapKeyRef" in source:
-                    key_ref = source["configMapKeyRef"]
-                    env[name] = await self.secrets.config_map_value(
-                        namespace, key_ref["name"], key_ref["key"]
-                    )
-            except (KubeError, KeyError):
-                continue  # an optional or missing reference: the variable is unset
+            for ref_key, kind, make in (
+                ("secretKeyRef", "Secret", ObjectKey.secret),
+                ("configMapKeyRef", "ConfigMap", ObjectKey.config_map),
+            ):
+                ref = source.get(ref_key)
+                if not ref or not ref.get("name") or not ref.get("key"):
+                    continue
+                try:
+                    obj = await self.cache.get(make(namespace, ref["name"]))
+                except KubeError:
+                    obj = None  # unreadable: the variable counts as unset
+                value = _item(obj, ref["key"], secret=kind == "Secret") if obj else None
+                if value is not None:
+                    env[name] = value
         return env
+
+
+def _item(obj: Mapping[str, Any], key: str, *, secret: bool) -> str | None:
+    """A Secret's (base64) or ConfigMap's value for `key`, or None."""
+    if secret:
+        encoded = (obj.get("data") or {}).get(key)
+        if encoded is None:
+            plain = (obj.get("stringData") or {}).get(key)
+            return None if plain is None else str(plain)
+        try:
+            return base64.b64decode(encoded).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    value = (obj.get("data") or {}).get(key)
+    return None if value is None else str(value)

@@ -124,7 +124,7 @@ class Controller:
             self.objects.pop(uid, None)
             self.raw.pop(uid, None)
             await self._stop(uid)
-            if self.observer is not None and hasattr(self.observer, "forget_object"):
+            if self.observer is not None:
                 meta = raw["metadata"]
                 self.observer.forget_object(meta.get("namespace", ""), meta["name"])
             return
@@ -146,7 +146,10 @@ class Controller:
         fingerprint = _fingerprint(so)
         if running is not None and running.fingerprint == fingerprint and not running.task.done():
             return
-        await self._stop(uid)
+        if running is not None:
+            await self._stop(uid)
+            if self.observer is not None:  # the new generation may have other triggers
+                self.observer.forget_object(so.metadata.namespace or "", so.name)
         self._start(uid, so, raw, fingerprint)
 
     # --- loops ---------------------------------------------------------------------------

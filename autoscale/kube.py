@@ -7,7 +7,7 @@ through their `/scale` subresource, found by API discovery from `scaleTargetRef`
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import contextlib
 import datetime
 import json
@@ -137,32 +137,44 @@ class Kube:
             raise _translate(exc, "listing ScaledObjects") from None
         return list(listing.get("items", [])), str(listing["metadata"]["resourceVersion"])
 
-    async def watch_scaled_objects(
+    def watch_scaled_objects(
         self, namespace: str | None, resource_version: str, *, timeout_seconds: int = 300
     ) -> AsyncIterator[WatchEvent]:
-        """Watch events after `resource_version`, bookmarks included; ends after the timeout.
+        """Watch ScaledObjects (of one namespace, or all) after `resource_version`."""
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        collection = f"/apis/{GROUP}/{VERSION}{scope}/{SCALED_OBJECTS}"
+        return self.watch_path(collection, resource_version, timeout_seconds=timeout_seconds)
 
-        Raises WatchExpiredError when the server answers 410 Gone (the caller lists again).
-        """
-        params: dict[str, Any] = {
-            "watch": True,
-            "resource_version": resource_version,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": timeout_seconds,
-            "_preload_content": False,
-            "_request_timeout": timeout_seconds + 30,
-        }
+    async def watch_path(
+        self,
+        collection: str,
+        resource_version: str,
+        field_selector: str | None = None,
+        *,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[WatchEvent]:
+        """Watch events of a collection after `resource_version`, bookmarks included; the stream
+        ends after `timeout_seconds`. Raises WatchExpiredError on 410 Gone (list again)."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         try:
-            if namespace:
-                response = await self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, SCALED_OBJECTS, **params
-                )
-            else:
-                response = await self.custom.list_cluster_custom_object(
-                    GROUP, VERSION, SCALED_OBJECTS, **params
-                )
+            response = await self.api.call_api(
+                collection,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout_seconds + 30,
+            )
         except ApiException as exc:
-            raise _translate(exc, "watching ScaledObjects") from None
+            raise _translate(exc, f"watching {collection}") from None
         async with response:
             while True:
                 line = await response.content.readline()
@@ -172,7 +184,7 @@ class Kube:
                 if event.get("type") == "ERROR":
                     status = event.get("object", {})
                     code = status.get("code")
-                    message = f"watching ScaledObjects: {code} {status.get('message', '')}"
+                    message = f"watching {collection}: {code} {status.get('message', '')}"
                     if code == 410:
                         raise WatchExpiredError(message, status=410)
                     raise KubeError(message, status=code)
@@ -272,10 +284,13 @@ class Kube:
         except ApiException as exc:
             raise _translate(exc, f"reading {target.kind} {namespace}/{name}") from None
 
-    async def _get_json(self, path: str) -> dict[str, Any]:
+    async def _get_json(
+        self, path: str, query: list[tuple[str, str]] | None = None
+    ) -> dict[str, Any]:
         result: dict[str, Any] = await self.api.call_api(
             path,
             "GET",
+            query_params=query or [],
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
             response_types_map={200: "object"},
@@ -354,51 +369,118 @@ class Kube:
             log.warning("could not record event %s on %s: %s", reason, metadata.get("name"), exc)
 
 
-class Secrets:
-    """Reads of Secrets, ConfigMaps and (Cluster)TriggerAuthentications for auth resolution.
+@dataclass(frozen=True, slots=True)
+class ObjectKey:
+    """One object the cache can watch: its collection path and name."""
 
-    Values are returned to the caller only; nothing here logs or formats them.
+    collection: str  # e.g. /api/v1/namespaces/ns/secrets
+    name: str
+
+    @staticmethod
+    def secret(namespace: str, name: str) -> ObjectKey:
+        return ObjectKey(f"/api/v1/namespaces/{namespace}/secrets", name)
+
+    @staticmethod
+    def config_map(namespace: str, name: str) -> ObjectKey:
+        return ObjectKey(f"/api/v1/namespaces/{namespace}/configmaps", name)
+
+    @staticmethod
+    def trigger_authentication(namespace: str, name: str) -> ObjectKey:
+        return ObjectKey(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/triggerauthentications", name
+        )
+
+    @staticmethod
+    def cluster_trigger_authentication(name: str) -> ObjectKey:
+        return ObjectKey(f"/apis/{GROUP}/{VERSION}/clustertriggerauthentications", name)
+
+    @staticmethod
+    def workload(target: TargetResource, namespace: str, name: str) -> ObjectKey:
+        return ObjectKey(target.path(namespace, name).rsplit("/", 1)[0], name)
+
+
+class _Watched:
+    def __init__(self) -> None:
+        self.object: dict[str, Any] | None = None
+        self.error: KubeError | None = None
+        self.ready = asyncio.Event()
+        self.last_used = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+
+class ObjectCache:
+    """Objects read through single-object watches (fieldSelector metadata.name=NAME).
+
+    The first `get` of an object lists it and starts a watch, so later reads come from memory
+    and a change (a rotated Secret, an edited TriggerAuthentication) is seen within moments,
+    without polling the API. An object not read for `idle_seconds` is forgotten and its watch
+    stopped. Only referenced objects are watched, so the operator needs no list access to
+    every Secret of a namespace. Values are handed to callers, never logged.
     """
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, *, idle_seconds: float = 600.0) -> None:
         self.kube = kube
+        self.idle_seconds = idle_seconds
+        self._entries: dict[ObjectKey, _Watched] = {}
 
-    async def secret_value(self, namespace: str, name: str, key: str) -> str:
-        try:
-            secret = await self.kube.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            raise _translate(exc, f"reading Secret {namespace}/{name}") from None
-        data = secret.data or {}
-        if key not in data:
-            raise TargetNotFoundError(f"Secret {namespace}/{name} has no key {key!r}", status=404)
-        return base64.b64decode(data[key]).decode()
+    async def get(self, key: ObjectKey) -> dict[str, Any] | None:
+        """The object, or None if it does not exist; KubeError if it cannot be read."""
+        entry = self._entries.get(key)
+        if entry is None or (entry.task is not None and entry.task.done()):
+            entry = self._entries[key] = _Watched()
+            entry.task = asyncio.create_task(self._follow(key, entry), name=f"watch {key}")
+        entry.last_used = asyncio.get_running_loop().time()
+        await entry.ready.wait()
+        if entry.object is None and entry.error is not None:
+            raise entry.error
+        return entry.object
 
-    async def config_map_value(self, namespace: str, name: str, key: str) -> str:
-        try:
-            config_map = await self.kube.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            raise _translate(exc, f"reading ConfigMap {namespace}/{name}") from None
-        data = config_map.data or {}
-        if key not in data:
-            raise TargetNotFoundError(
-                f"ConfigMap {namespace}/{name} has no key {key!r}", status=404
-            )
-        return str(data[key])
+    def sweep(self) -> None:
+        """Stop watching objects nobody read for `idle_seconds`."""
+        now = asyncio.get_running_loop().time()
+        for key, entry in list(self._entries.items()):
+            if now - entry.last_used > self.idle_seconds:
+                if entry.task is not None:
+                    entry.task.cancel()
+                del self._entries[key]
 
-    async def trigger_authentication(
-        self, namespace: str | None, name: str, *, cluster: bool
-    ) -> dict[str, Any]:
-        kind = "ClusterTriggerAuthentication" if cluster else "TriggerAuthentication"
-        plural = "clustertriggerauthentications" if cluster else "triggerauthentications"
-        try:
-            if cluster:
-                obj = await self.kube.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
-            else:
-                obj = await self.kube.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace or "", plural, name
+    async def aclose(self) -> None:
+        tasks = [e.task for e in self._entries.values() if e.task is not None]
+        self._entries.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _follow(self, key: ObjectKey, entry: _Watched) -> None:
+        selector = f"metadata.name={key.name}"
+        backoff = 1.0
+        while True:
+            try:
+                listing = await self.kube._get_json(key.collection, [("fieldSelector", selector)])
+                items = listing.get("items") or []
+                entry.object, entry.error = (items[0] if items else None), None
+                entry.ready.set()
+                version = str(listing["metadata"]["resourceVersion"])
+                while True:
+                    async for event in self.kube.watch_path(key.collection, version, selector):
+                        version = event.object.get("metadata", {}).get("resourceVersion", version)
+                        if event.type in ("ADDED", "MODIFIED"):
+                            entry.object = event.object
+                        elif event.type == "DELETED":
+                            entry.object = None
+                    backoff = 1.0
+            except WatchExpiredError:
+                continue  # list again
+            except ApiException as exc:
+                entry.error = _translate(exc, f"reading {key.collection}/{key.name}")
+            except (KubeError, OSError, TimeoutError, ValueError) as exc:
+                entry.error = (
+                    exc
+                    if isinstance(exc, KubeError)
+                    else KubeError(f"reading {key.collection}/{key.name}: {type(exc).__name__}")
                 )
-        except ApiException as exc:
-            where = name if cluster else f"{namespace}/{name}"
-            raise _translate(exc, f"reading {kind} {where}") from None
-        result: dict[str, Any] = obj
-        return result
+            entry.ready.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)

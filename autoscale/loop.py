@@ -34,9 +34,15 @@ COMPOSITE_METRIC = "composite-metric"
 
 
 class ScalerFactory(Protocol):
-    """Builds a trigger's scaler (no I/O) and resolves its authentication."""
+    """Builds a trigger's scaler (no I/O to the source) from its resolved authentication."""
 
-    async def build(self, so: ScaledObject, trigger: Trigger) -> Scaler: ...
+    async def build(self, so: ScaledObject, trigger: Trigger) -> tuple[Scaler, str]:
+        """The scaler and the digest of the credentials it was built with."""
+        ...
+
+    async def auth_digest(self, so: ScaledObject, trigger: Trigger) -> str:
+        """The digest of the trigger's credentials now; a change calls for a rebuild."""
+        ...
 
 
 class EventSink(Protocol):
@@ -67,6 +73,10 @@ class Observer(Protocol):
 
     def scaled(self, *, namespace: str, name: str, direction: Literal["up", "down"]) -> None: ...
 
+    def object_error(self, *, namespace: str, name: str) -> None: ...
+
+    def forget_object(self, namespace: str, name: str) -> None: ...
+
     def observe_lateness(self, seconds: float) -> None: ...
 
 
@@ -91,6 +101,7 @@ class _Trigger:
     trigger: Trigger
     metric_name: str
     scaler: Scaler | None = None
+    auth_digest: str = ""
     failing: bool = False
 
 
@@ -187,10 +198,13 @@ class ScaleLoop:
                 )
             self.triggers = []
             for trigger in self.so.spec.triggers:
-                scaler = await self.scalers.build(self.so, trigger)
+                scaler, digest = await self.scalers.build(self.so, trigger)
                 self.triggers.append(
                     _Trigger(
-                        trigger=trigger, metric_name=_metric_name(scaler, trigger), scaler=scaler
+                        trigger=trigger,
+                        metric_name=_metric_name(scaler, trigger),
+                        scaler=scaler,
+                        auth_digest=digest,
                     )
                 )
         except ConfigError as exc:
@@ -261,8 +275,15 @@ class ScaleLoop:
     async def _sample(self, entry: _Trigger) -> MetricSample | None:
         started = time.monotonic()
         try:
+            if entry.scaler is not None:
+                digest = await self.scalers.auth_digest(self.so, entry.trigger)
+                if digest != entry.auth_digest:  # e.g. a rotated Secret
+                    log.info(
+                        "%s: credentials of %s changed; reconnecting", self.label, entry.metric_name
+                    )
+                    await self._close_scaler(entry)
             if entry.scaler is None:
-                entry.scaler = await self.scalers.build(self.so, entry.trigger)
+                entry.scaler, entry.auth_digest = await self.scalers.build(self.so, entry.trigger)
             async with asyncio.timeout(self.poll_timeout):
                 sample = await entry.scaler.sample()
         except (ScalerError, TimeoutError, ConfigError) as exc:
@@ -422,6 +443,8 @@ class ScaleLoop:
 
     async def _report_not_ready(self, reason: str, message: str) -> None:
         """Ready=False with the reason, a Warning event once per reason, no scaling."""
+        if self.observer:
+            self.observer.object_error(namespace=self.namespace, name=self.name)
         if self.state.ready_reason != reason:
             log.warning("%s: not ready (%s): %s", self.label, reason, message)
             await self.emit(event_type="Warning", reason=reason, message=message)

@@ -26,8 +26,13 @@ class TriggerScalers:
         self.connections = connections
         self.auth = auth
 
-    async def build(self, so: model.ScaledObject, trigger: model.Trigger) -> Scaler:
-        """An unconnected scaler for `trigger`; ConfigError names what is wrong."""
+    async def auth_digest(self, so: model.ScaledObject, trigger: model.Trigger) -> str:
+        """The digest of the trigger's current credentials (from the watch cache, no API call)."""
+        return (await self.auth.resolve(so, trigger)).digest
+
+    async def build(self, so: model.ScaledObject, trigger: model.Trigger) -> tuple[Scaler, str]:
+        """An unconnected scaler for `trigger` and its credentials' digest; ConfigError names
+        what is wrong."""
         metric_type = trigger.effective_metric_type
         if metric_type is model.MetricTargetType.UTILIZATION:
             raise ConfigError(
@@ -49,4 +54,4 @@ class TriggerScalers:
         )
         for warning in warnings:
             log.warning("%s/%s: %s", so.metadata.namespace, so.name, warning)
-        return scaler
+        return scaler, resolved.digest
