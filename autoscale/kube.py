@@ -284,6 +284,10 @@ class Kube:
         except ApiException as exc:
             raise _translate(exc, f"reading {target.kind} {namespace}/{name}") from None
 
+    async def server_version(self) -> str:
+        """The API server's version (also a cheap reachability check)."""
+        return str((await self._get_json("/version")).get("gitVersion", ""))
+
     async def _get_json(
         self, path: str, query: list[tuple[str, str]] | None = None
     ) -> dict[str, Any]:

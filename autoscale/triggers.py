@@ -33,12 +33,7 @@ class TriggerScalers:
     async def build(self, so: model.ScaledObject, trigger: model.Trigger) -> tuple[Scaler, str]:
         """An unconnected scaler for `trigger` and its credentials' digest; ConfigError names
         what is wrong."""
-        metric_type = trigger.effective_metric_type
-        if metric_type is model.MetricTargetType.UTILIZATION:
-            raise ConfigError(
-                f"spec.triggers[{trigger.index}].metricType: Utilization applies to cpu and "
-                f"memory triggers only, not {trigger.type}"
-            )
+        metric_type = scaler_metric_type(trigger)
         resolved = await self.auth.resolve(so, trigger)
         warnings: list[str] = []
         scaler = self.registry.build_scaler(
@@ -49,9 +44,20 @@ class TriggerScalers:
             auth_params=resolved.auth_params,
             resolved_env=resolved.resolved_env,
             connections=self.connections,
-            metric_type=MetricType(metric_type.value),
+            metric_type=metric_type,
             warnings=warnings,
         )
         for warning in warnings:
             log.warning("%s/%s: %s", so.metadata.namespace, so.name, warning)
         return scaler, resolved.digest
+
+
+def scaler_metric_type(trigger: model.Trigger) -> MetricType:
+    """The trigger's metric type for a scaler; Utilization is for cpu/memory only."""
+    metric_type = trigger.effective_metric_type
+    if metric_type is model.MetricTargetType.UTILIZATION:
+        raise ConfigError(
+            f"spec.triggers[{trigger.index}].metricType: Utilization applies to cpu and "
+            f"memory triggers only, not {trigger.type}"
+        )
+    return MetricType(metric_type.value)
