@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 
 from tests.testbed.services import Kafka
 
@@ -60,3 +61,28 @@ async def test_consumer_group_lag(kafka: Kafka, unique_name: str) -> None:
     assert sum(meta.offset for meta in committed.values()) == 12
     lag = sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
     assert lag == 30 - 12
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_sasl_listener_checks_credentials(kafka: Kafka, mechanism: str) -> None:
+    """The SASL_PLAINTEXT listener admits the bench's users and refuses a wrong password."""
+    user, password = next(iter(Kafka.USERS.items()))
+
+    async def topics(secret: str) -> int:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=kafka.sasl_bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism=mechanism,
+            sasl_plain_username=user,
+            sasl_plain_password=secret,
+            request_timeout_ms=5000,
+        )
+        try:
+            await admin.start()
+            return len(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    assert await topics(password) >= 1
+    with pytest.raises(KafkaConnectionError):
+        await topics("wrong-password")

@@ -88,13 +88,21 @@ KAFKA_JVM_FLAGS = [
 
 
 class Kafka:
-    """A single-node Apache Kafka 4.x in KRaft mode (broker and controller in one JVM)."""
+    """A single-node Apache Kafka 4.x in KRaft mode (broker and controller in one JVM).
+
+    `bootstrap` is a PLAINTEXT listener; `sasl_bootstrap` a SASL_PLAINTEXT one accepting the
+    USERS by PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+    """
+
+    USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 
     def __init__(self, where: Paths, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.sasl_port = free_port()
         controller_port = free_port()
         self.bootstrap = f"{LOOPBACK}:{self.port}"
+        self.sasl_bootstrap = f"{LOOPBACK}:{self.sasl_port}"
         properties = workdir / "server.properties"
         properties.write_text(
             "\n".join(
@@ -103,11 +111,24 @@ class Kafka:
                     "node.id=1",
                     f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
                     f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},"
+                    f"SASL_PLAINTEXT://{LOOPBACK}:{self.sasl_port},"
                     f"CONTROLLER://{LOOPBACK}:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{self.bootstrap}",
+                    f"advertised.listeners=PLAINTEXT://{self.bootstrap},"
+                    f"SASL_PLAINTEXT://{self.sasl_bootstrap}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                    "SASL_PLAINTEXT:SASL_PLAINTEXT",
+                    # SASL users for tests of credentials: PLAIN and SCRAM-SHA-512.
+                    "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                    "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    + " ".join(f'user_{u}="{p}"' for u, p in self.USERS.items())
+                    + ";",
+                    "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                    "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                     f"log.dirs={workdir / 'data'}",
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=1",
@@ -134,9 +155,24 @@ class Kafka:
             f"{where.kafka_libs}/*",
         ]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        scram = [
+            argument
+            for user, password in self.USERS.items()
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for argument in ("--add-scram", f"{mechanism}=[name={user},password={password}]")
+        ]
         formatter = ManagedProcess(
             "kafka-storage-format",
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(properties),
+                *scram,
+            ],
             log_path=workdir / "format.log",
         )
         if formatter.popen.wait(timeout=120) != 0:
@@ -167,7 +203,7 @@ class Kafka:
             await producer.stop()
 
     def endpoint(self) -> dict[str, str]:
-        return {"bootstrap": self.bootstrap}
+        return {"bootstrap": self.bootstrap, "sasl_bootstrap": self.sasl_bootstrap}
 
     def stop(self) -> None:
         self.process.stop()
