@@ -61,6 +61,10 @@ ENTRY_POINT_GROUP: Final = "autoscale.scalers"
 
 # One line per built-in scaler, sorted by type: "trigger type": "module:Class".
 BUILTIN_SCALERS: Final[Mapping[str, str]] = {
+    "aws-sqs-queue": "autoscale.scalers.aws_sqs_queue:AwsSqsQueueScaler",
+    "kafka": "autoscale.scalers.kafka:KafkaScaler",
+    "prometheus": "autoscale.scalers.prometheus:PrometheusScaler",
+    "rabbitmq": "autoscale.scalers.rabbitmq:RabbitMQScaler",
     "redis-streams": "autoscale.scalers.redis_streams:RedisStreamsScaler",
 }
 

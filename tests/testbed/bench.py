@@ -14,7 +14,7 @@ from typing import Any
 from tests.testbed.cache import cache_root, format_duration, is_stamped, log
 from tests.testbed.install import Paths, paths
 from tests.testbed.kube import KubeAPIServer
-from tests.testbed.procs import group_alive, kill_group
+from tests.testbed.procs import ServiceError, group_alive, kill_group, stop_all_under
 from tests.testbed.services import SQS, Kafka, Prometheus, RabbitMQ, Redis, Service
 
 SERVICES = ("kube", "kafka", "rabbitmq", "redis", "sqs", "prometheus")
@@ -48,9 +48,27 @@ def check_installed(name: str, where: Paths) -> None:
 
 
 def start_service(name: str, workdir: Path, where: Paths | None = None) -> Service:
-    """Start one service in `workdir` and return it once it really answers."""
+    """Start one service in `workdir` and return it once it really answers.
+
+    A start that fails is tried once more with fresh ports: a free port can be taken by
+    another process between our check and the server's bind (envtest retries the same way).
+    """
     where = where or paths()
     check_installed(name, where)
+    try:
+        return _start(name, workdir, where)
+    except ServiceError as exc:
+        log(name, f"start failed ({str(exc).splitlines()[0]}); retrying once with new ports")
+        stop_all_under(workdir / name)
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    try:
+        return _start(name, workdir, where)
+    except BaseException:
+        stop_all_under(workdir / name)
+        raise
+
+
+def _start(name: str, workdir: Path, where: Paths) -> Service:
     started = time.monotonic()
     service: Service
     if name == "kube":

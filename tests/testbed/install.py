@@ -5,7 +5,8 @@
 - etcd, built from the Go module proxy through a wrapper `main` around `etcdmain`;
 - Apache Kafka's broker jars from Maven Central, run in KRaft mode;
 - redis-server, rabbitmq-server (with its management plugin) and prometheus from Debian;
-- moto's server from PyPI (a dependency of the project's dev extra: only checked here).
+- moto's server from PyPI (a dependency of the project's dev extra: only checked here);
+- helm (v3), built from the Go module proxy, to render the chart in deploy/helm in tests.
 
 Everything lands in a versioned cache outside the repository (see cache.py). Each component is
 stamped when complete, so a second run checks the stamps and returns in a second or two.
@@ -68,6 +69,14 @@ class Paths:
         return self.kafka_dir / "libs"
 
     @property
+    def helm_dir(self) -> Path:
+        return self.root / f"helm-v{versions.HELM}-r{versions.RECIPE}"
+
+    @property
+    def helm(self) -> Path:
+        return self.helm_dir / "helm"
+
+    @property
     def moto_server(self) -> Path:
         return Path(sys.executable).parent / "moto_server"
 
@@ -76,7 +85,7 @@ def paths() -> Paths:
     return Paths(cache_root())
 
 
-COMPONENTS = ("etcd", "kube", "kafka", "debian", "moto")
+COMPONENTS = ("etcd", "kube", "kafka", "debian", "moto", "helm")
 
 
 def install(components: tuple[str, ...] = COMPONENTS) -> dict[str, float]:
@@ -292,6 +301,54 @@ def install_etcd(where: Paths) -> None:
         _go_build(component, ".", staging / "etcd", cwd=workdir, env=env, ldflags="-s -w")
 
 
+HELM_TOOLS = """//go:build tools
+
+package tools
+
+import _ "helm.sh/helm/v3/cmd/helm"
+"""
+
+
+def install_helm(where: Paths) -> None:
+    """helm from helm.sh/helm/v3 through a wrapper module requiring exactly the release."""
+    component = f"helm v{versions.HELM}"
+    if is_stamped(where.helm_dir):
+        log(component, f"present in {where.helm_dir}")
+        return
+    _require_tool("go", "build helm from the Go module proxy")
+    env = _go_env(where.root)
+    version = f"v{versions.HELM}"
+    workdir = where.root / "src" / f"helm-{version}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    _write_files(workdir, {"tools.go": HELM_TOOLS})
+    log(component, "step 1/2: resolving modules")
+    _run(component, ["go", "mod", "init", "local/helmbench"], cwd=workdir, env=env)
+    _run(
+        component,
+        ["go", "mod", "edit", f"-require=helm.sh/helm/v3@{version}"],
+        cwd=workdir,
+        env=env,
+    )
+    _run(component, ["go", "mod", "tidy"], cwd=workdir, env=env)
+    ldflags = " ".join(
+        [
+            "-s -w",
+            f"-X helm.sh/helm/v3/internal/version.version={version}",
+            "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+        ]
+    )
+    with building(where.helm_dir) as staging:
+        log(component, "step 2/2: compiling helm (2-4 minutes cold on 2 cores)")
+        _go_build(
+            component,
+            "helm.sh/helm/v3/cmd/helm",
+            staging / "helm",
+            cwd=workdir,
+            env=env,
+            ldflags=ldflags,
+        )
+
+
 # --- Kafka from Maven Central -----------------------------------------------------------------
 
 KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -422,4 +479,5 @@ INSTALLERS: dict[str, Callable[[Paths], None]] = {
     "kafka": install_kafka,
     "debian": install_debian,
     "moto": install_moto,
+    "helm": install_helm,
 }

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 LOOPBACK = "127.0.0.1"
 
@@ -30,7 +31,13 @@ def free_port() -> int:
 
 
 class ManagedProcess:
-    """One child in its own process group, with its output in a log file."""
+    """One child in its own process group, with its output in a log file.
+
+    Every instance is remembered in `started` until stopped, so a service whose start fails
+    half-way can have what it did start cleaned up (`stop_all_under`).
+    """
+
+    started: ClassVar[list[ManagedProcess]] = []
 
     def __init__(
         self,
@@ -54,6 +61,7 @@ class ManagedProcess:
             cwd=cwd,
             start_new_session=True,
         )
+        ManagedProcess.started.append(self)
 
     @property
     def pid(self) -> int:
@@ -80,12 +88,21 @@ class ManagedProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=1)
         self._log.close()
+        with contextlib.suppress(ValueError):
+            ManagedProcess.started.remove(self)
 
     def kill(self) -> None:
         """SIGKILL the group at once (fault tests)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self.popen.wait()
+
+
+def stop_all_under(directory: Path) -> None:
+    """Stop every process started with its log file under `directory`."""
+    for process in list(ManagedProcess.started):
+        if directory in process.log_path.parents:
+            process.stop()
 
 
 def kill_group(pgid: int, *, timeout: float) -> None:

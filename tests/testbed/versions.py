@@ -11,6 +11,9 @@ KAFKA = "4.3.1"
 SCALA = "2.13"
 # Kafka's runtime jars bring log4j-api/core 2.x and slf4j-api 1.7: bind slf4j to log4j2.
 LOG4J = "2.25.4"
+# Helm v3, to render deploy/helm/autoscale in tests (`helm template`); built from the Go module
+# proxy. Its go.mod has no replace directives, so a wrapper module builds exactly its release.
+HELM = "3.22.0"
 # Bumped when a build recipe below changes, so caches made by an older recipe are rebuilt.
 RECIPE = 1
 
