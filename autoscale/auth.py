@@ -113,12 +113,63 @@ class AuthResolver:
                 secret.key,
                 where=f"{where}: secretTargetRef for {secret.parameter!r}",
             )
+        params.update(await self._pod_identity(spec.pod_identity, so, namespace, where))
         if spec.unresolved_sources:
             raise ConfigError(
                 f"{where}: {', '.join(sorted(spec.unresolved_sources))} is not supported yet; "
                 "use secretTargetRef, configMapTargetRef or env"
             )
         return ResolvedAuth(auth_params=params, resolved_env=env)
+
+    async def _pod_identity(
+        self,
+        identity: model.PodIdentity | None,
+        so: model.ScaledObject,
+        namespace: str,
+        where: str,
+    ) -> dict[str, str]:
+        """AWS pod identity as KEDA's resolver passes it on: the role to assume (given, or the
+        workload's service account's `eks.amazonaws.com/role-arn`) and its external id. Other
+        providers need no parameters here, or are not supported yet."""
+        if identity is None or identity.provider not in (
+            model.PodIdentityProvider.AWS,
+            model.PodIdentityProvider.AWS_EKS,
+        ):
+            return {}
+        params: dict[str, str] = {}
+        if identity.role_arn:
+            params["awsRoleArn"] = identity.role_arn
+        elif identity.identity_owner is model.IdentityOwner.WORKLOAD:
+            account = await self._workload_service_account(so, namespace)
+            role = (
+                (account or {})
+                .get("metadata", {})
+                .get("annotations", {})
+                .get("eks.amazonaws.com/role-arn")
+            )
+            if not role:
+                raise ConfigError(
+                    f"{where}: podIdentity identityOwner workload needs the workload's "
+                    "service account to carry the eks.amazonaws.com/role-arn annotation"
+                )
+            params["awsRoleArn"] = str(role)
+        if identity.external_id:
+            params["awsExternalId"] = identity.external_id
+        return params
+
+    async def _workload_service_account(
+        self, so: model.ScaledObject, namespace: str
+    ) -> dict[str, Any] | None:
+        ref = so.spec.scale_target_ref
+        try:
+            target = await self.kube.resolve_target(ref.api_version, ref.kind)
+            workload = await self.cache.get(ObjectKey.workload(target, namespace, ref.name))
+            name = (workload or {}).get("spec", {}).get("template", {}).get("spec", {}).get(
+                "serviceAccountName"
+            ) or "default"
+            return await self.cache.get(ObjectKey.service_account(namespace, name))
+        except KubeError:
+            return None
 
     async def _value(self, key: ObjectKey, kind: str, item: str, *, where: str) -> str:
         """One key of a Secret or ConfigMap; errors name the object and key only."""

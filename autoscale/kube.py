@@ -389,6 +389,10 @@ class ObjectKey:
         return ObjectKey(f"/api/v1/namespaces/{namespace}/configmaps", name)
 
     @staticmethod
+    def service_account(namespace: str, name: str) -> ObjectKey:
+        return ObjectKey(f"/api/v1/namespaces/{namespace}/serviceaccounts", name)
+
+    @staticmethod
     def trigger_authentication(namespace: str, name: str) -> ObjectKey:
         return ObjectKey(
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/triggerauthentications", name
