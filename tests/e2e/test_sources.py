@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.e2e.harness import Operator, wait_for
+from tests.e2e.harness import Operator, remember_secret, wait_for
 from tests.e2e.workloads import apply, deployment, replicas
 from tests.testbed.kube import KubeAPIServer
 from tests.testbed.services import SQS, Kafka, RabbitMQ
@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.testbed, pytest.mark.e2e]
 
 
 def secret(name: str, values: dict[str, str]) -> dict[str, Any]:
+    for value in values.values():
+        remember_secret(value)
     return {
         "apiVersion": "v1",
         "kind": "Secret",

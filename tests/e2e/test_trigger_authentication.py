@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from tests.e2e.harness import Operator, make_pending, wait_for
+from tests.e2e.harness import Operator, make_pending, remember_secret, wait_for
 from tests.e2e.workloads import apply, condition, deployment, get, replicas, scaled_object
 from tests.testbed.kube import KubeAPIServer
 from tests.testbed.services import Redis
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.testbed, pytest.mark.e2e]
 def acl_user(redis_server: Redis, unique_name: str) -> Iterator[tuple[redis.Redis, str, str]]:
     """A Redis ACL user with a random password; yields (admin client, user, password)."""
     admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    user, password = f"u-{unique_name}", f"first-{uuid.uuid4().hex}"
+    user, password = f"u-{unique_name}", remember_secret(f"first-{uuid.uuid4().hex}")
     admin.acl_setuser(
         user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"]
     )
@@ -101,7 +101,7 @@ def test_secret_rotation_without_restart_and_no_secret_anywhere(
     )
 
     # Rotate: the server takes only the new password and drops the old sessions...
-    second_password = f"second-{uuid.uuid4().hex}"
+    second_password = remember_secret(f"second-{uuid.uuid4().hex}")
     admin.acl_setuser(
         user,
         enabled=True,
