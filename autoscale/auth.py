@@ -9,10 +9,12 @@
   KEDA. A ClusterTriggerAuthentication reads its Secrets and ConfigMaps from the operator's
   own namespace.
 
-Every object is read through the ObjectCache's watches, so resolving on every poll costs no
-API call and a rotated Secret is seen within moments; the loop compares `ResolvedAuth.digest`
-and rebuilds a trigger's scaler when it changes. Values go to the scaler only: never logged,
-never put into errors or status (errors name the reference and the key, not the value).
+Every object is read through the ObjectCache's watches (one per kind and namespace), so
+resolving on every poll costs no API call and a rotated Secret is seen within moments; the
+scale target is read only when `*FromEnv` or a TriggerAuthentication's `env` needs it. The
+loop compares `ResolvedAuth.digest` and rebuilds a trigger's scaler when it changes. Values go
+to the scaler only: never logged, never put into errors or status (errors name the reference
+and the key, not the value).
 """
 
 from __future__ import annotations
@@ -64,11 +66,14 @@ class AuthResolver:
     async def resolve(self, so: model.ScaledObject, trigger: model.Trigger) -> ResolvedAuth:
         """Raises ConfigError naming the reference (never a value) when one is unusable."""
         namespace = so.metadata.namespace or ""
-        containers = await self._containers(so, namespace)
-        wanted = so.spec.scale_target_ref.env_source_container_name
-        env = await self._container_env(containers, wanted, namespace)
         params: dict[str, str] = {}
         ref = trigger.authentication_ref
+        # The workload is read only when something needs its environment: most triggers do
+        # not, and then resolving costs no watch of the workload's kind at all.
+        from_env = any(key.endswith("FromEnv") for key in trigger.metadata)
+        containers = await self._containers(so, namespace) if from_env else []
+        wanted = so.spec.scale_target_ref.env_source_container_name
+        env = await self._container_env(containers, wanted, namespace)
         if ref is None:
             return ResolvedAuth(auth_params=params, resolved_env=env)
         cluster = ref.kind is model.AuthenticationKind.CLUSTER_TRIGGER_AUTHENTICATION
@@ -87,6 +92,9 @@ class AuthResolver:
         auth = model.parse_trigger_authentication(raw)
         source_namespace = self.operator_namespace if cluster else namespace
         spec = auth.spec
+        if spec.env and not from_env:
+            containers = await self._containers(so, namespace)
+            env = await self._container_env(containers, wanted, namespace)
         for entry in spec.env:
             container_env = (
                 await self._container_env(containers, entry.container_name, namespace)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SCALED_OBJECTS = "scaledobjects"
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "autoscale-operator"
+CONNECTION_POOL_SIZE = 256
 
 
 class WatchExpiredError(KubeError):
@@ -85,12 +86,16 @@ class WatchEvent:
 
 async def connect(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client: the given kubeconfig; else in-cluster; else $KUBECONFIG or ~/.kube/config."""
+    configuration = client.Configuration()
     if kubeconfig:
-        return await config.new_client_from_config(config_file=kubeconfig)
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    return await config.new_client_from_config()
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config(client_configuration=configuration)
+    # Watches hold a connection each: leave room for them beside the short requests.
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    return client.ApiClient(configuration)
 
 
 def _translate(exc: ApiException, what: str) -> KubeError:
@@ -407,9 +412,11 @@ class ObjectKey:
         return ObjectKey(target.path(namespace, name).rsplit("/", 1)[0], name)
 
 
-class _Watched:
+class _Collection:
+    """One watched collection: its objects by name, kept current by list + watch."""
+
     def __init__(self) -> None:
-        self.object: dict[str, Any] | None = None
+        self.objects: dict[str, dict[str, Any]] = {}
         self.error: KubeError | None = None
         self.ready = asyncio.Event()
         self.last_used = 0.0
@@ -417,77 +424,85 @@ class _Watched:
 
 
 class ObjectCache:
-    """Objects read through single-object watches (fieldSelector metadata.name=NAME).
+    """Objects read through one list + watch per collection (kind and namespace).
 
-    The first `get` of an object lists it and starts a watch, so later reads come from memory
-    and a change (a rotated Secret, an edited TriggerAuthentication) is seen within moments,
-    without polling the API. An object not read for `idle_seconds` is forgotten and its watch
-    stopped. Only referenced objects are watched, so the operator needs no list access to
-    every Secret of a namespace. Values are handed to callers, never logged.
+    The first `get` of an object of a collection (the Secrets of a namespace, say) lists the
+    collection and starts a watch on it, so later reads come from memory and a change (a
+    rotated Secret, an edited TriggerAuthentication) is seen within moments, without polling
+    the API: a handful of watches, however many ScaledObjects refer to them (one watch per
+    object would exhaust the client's connections). A collection not read for
+    `idle_seconds` is forgotten and its watch stopped. Values are handed to callers, never
+    logged.
     """
 
     def __init__(self, kube: Kube, *, idle_seconds: float = 600.0) -> None:
         self.kube = kube
         self.idle_seconds = idle_seconds
-        self._entries: dict[ObjectKey, _Watched] = {}
+        self._collections: dict[str, _Collection] = {}
 
     async def get(self, key: ObjectKey) -> dict[str, Any] | None:
         """The object, or None if it does not exist; KubeError if it cannot be read."""
-        entry = self._entries.get(key)
+        entry = self._collections.get(key.collection)
         if entry is None or (entry.task is not None and entry.task.done()):
-            entry = self._entries[key] = _Watched()
-            entry.task = asyncio.create_task(self._follow(key, entry), name=f"watch {key}")
+            entry = self._collections[key.collection] = _Collection()
+            entry.task = asyncio.create_task(
+                self._follow(key.collection, entry), name=f"watch {key.collection}"
+            )
         entry.last_used = asyncio.get_running_loop().time()
         await entry.ready.wait()
-        if entry.object is None and entry.error is not None:
+        found = entry.objects.get(key.name)
+        if found is None and entry.error is not None:
             raise entry.error
-        return entry.object
+        return found
 
     def sweep(self) -> None:
-        """Stop watching objects nobody read for `idle_seconds`."""
+        """Stop watching collections nobody read for `idle_seconds`."""
         now = asyncio.get_running_loop().time()
-        for key, entry in list(self._entries.items()):
+        for collection, entry in list(self._collections.items()):
             if now - entry.last_used > self.idle_seconds:
                 if entry.task is not None:
                     entry.task.cancel()
-                del self._entries[key]
+                del self._collections[collection]
 
     async def aclose(self) -> None:
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        self._entries.clear()
+        tasks = [e.task for e in self._collections.values() if e.task is not None]
+        self._collections.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _follow(self, key: ObjectKey, entry: _Watched) -> None:
-        selector = f"metadata.name={key.name}"
+    async def _follow(self, collection: str, entry: _Collection) -> None:
         backoff = 1.0
         while True:
             try:
-                listing = await self.kube._get_json(key.collection, [("fieldSelector", selector)])
-                items = listing.get("items") or []
-                entry.object, entry.error = (items[0] if items else None), None
+                listing = await self.kube._get_json(collection)
+                entry.objects = {
+                    item["metadata"]["name"]: item for item in listing.get("items") or []
+                }
+                entry.error = None
                 entry.ready.set()
                 version = str(listing["metadata"]["resourceVersion"])
                 while True:
-                    async for event in self.kube.watch_path(key.collection, version, selector):
-                        version = event.object.get("metadata", {}).get("resourceVersion", version)
-                        if event.type in ("ADDED", "MODIFIED"):
-                            entry.object = event.object
-                        elif event.type == "DELETED":
-                            entry.object = None
+                    async for event in self.kube.watch_path(collection, version):
+                        obj = event.object
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        name = obj.get("metadata", {}).get("name")
+                        if event.type in ("ADDED", "MODIFIED") and name:
+                            entry.objects[name] = obj
+                        elif event.type == "DELETED" and name:
+                            entry.objects.pop(name, None)
                     backoff = 1.0
             except WatchExpiredError:
                 continue  # list again
             except ApiException as exc:
-                entry.error = _translate(exc, f"reading {key.collection}/{key.name}")
+                entry.error = _translate(exc, f"reading {collection}")
             except (KubeError, OSError, TimeoutError, ValueError) as exc:
                 entry.error = (
                     exc
                     if isinstance(exc, KubeError)
-                    else KubeError(f"reading {key.collection}/{key.name}: {type(exc).__name__}")
+                    else KubeError(f"reading {collection}: {type(exc).__name__}")
                 )
             entry.ready.set()
             await asyncio.sleep(backoff)

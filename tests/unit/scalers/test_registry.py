@@ -84,7 +84,7 @@ def test_unknown_type_lists_known_types() -> None:
         build(reg, "redis-stream")
     assert str(info.value) == (
         'unknown trigger type "redis-stream" (did you mean "redis-streams"?); '
-        'known types: "redis-streams"'
+        'known types: "aws-sqs-queue", "kafka", "prometheus", "rabbitmq", "redis-streams"'
     )
     assert isinstance(info.value, ConfigError)
 
@@ -126,7 +126,7 @@ def test_a_builtin_line_that_does_not_import_breaks_only_its_type() -> None:
     with pytest.raises(BrokenScalerError, match="ModuleNotFoundError"):
         build(reg, "ghost")
     assert isinstance(build(reg, "redis-streams"), RedisStreamsScaler)
-    assert reg.known_types() == ["redis-streams"]
+    assert reg.known_types() == sorted(BUILTIN_SCALERS)  # the broken type is not offered
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +315,14 @@ def test_broken_plugin_reported_at_startup_without_raising(site: Path) -> None:
         where.format("wrong-name", "acme_scalers:WrongName")
         + ' declares type_name "something-else"',
     ]
-    assert reg.known_types() == ["echo", "redis-streams"]
+    assert reg.known_types() == [
+        "aws-sqs-queue",
+        "echo",
+        "kafka",
+        "prometheus",
+        "rabbitmq",
+        "redis-streams",
+    ]
 
 
 def test_plugin_crash_while_building_is_contained(site: Path) -> None:

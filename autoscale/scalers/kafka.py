@@ -1,0 +1,1207 @@
+"""`type: kafka`: scale on a Kafka consumer group's lag, parameter for parameter as KEDA's.
+
+What a poll reads, in at most four round trips on one shared client:
+
+1. the group's committed offsets (OffsetFetch for every partition the group has committed, to
+   the group's coordinator, which is looked up once and remembered);
+2. the partitions of `topic` or, without `topic`, of every topic the group has committed
+   offsets for (Metadata, asking the broker *not* to create missing topics);
+3. each partition's end offset, and (only with `offsetResetPolicy: earliest` and partitions
+   the group has not committed yet) its start offset (ListOffsets, one request per leader).
+
+The lag of a partition is `end - committed`, never below 0. A partition without a committed
+offset counts 1 under `offsetResetPolicy: latest` (the consumer would start at the end, so
+there is no backlog, but one replica must run to commit a first offset), `end - start` under
+`earliest` (the whole retained log waits), and 0 with `scaleToZeroOnInvalidOffset: true`.
+`excludePersistentLag` drops, from the scaling value only, the lag of partitions whose committed
+offset has not moved since the previous poll (a stuck consumer must not pile up replicas); that
+lag still keeps the trigger active. Unless `allowIdleConsumers`, replicas are capped at the
+partition count (`limitToPartitionsWithLag`: at the partitions with lag); with
+`ensureEvenDistributionOfPartitions` the lag is rounded up to `f * lagThreshold` for the
+smallest divisor `f` of the partition count that covers it, so the replica count always divides
+the partitions evenly. `partitionLimitation` ("0,2,5-7") restricts the partitions counted.
+The trigger is active when the total lag exceeds `activationLagThreshold`.
+All of this is the pure function `lag_from_offsets`; `KafkaScaler._fetch` only reads.
+
+The metric is `s{index}-kafka-{topic}`, or `s{index}-kafka-{consumerGroup}-topics` without a
+topic (KEDA's names, "/", ".", ":" and "%" becoming "-").
+
+A missing topic is a ScalerQueryError (a misspelt topic must not read as "no lag"); without
+`topic`, topics that no longer exist but still have committed offsets are skipped. A group
+without commits has no lag of its own: every partition of `topic` then follows the reset
+policy, and without `topic` there is nothing to read (0, as in KEDA).
+
+Differences from KEDA, all on the side of safety or exactness:
+
+- the replica cap is exact: KEDA caps the metric with an integer division and can end up one
+  replica above the partition count (lag 35, threshold 10, 3 partitions: 4 replicas);
+- a committed offset beyond the end offset is lag 0, not a negative lag (KEDA #2612);
+- `earliest` without a commit counts from the partition's start offset, not from 0, so records
+  removed by retention are not counted (KEDA #7937);
+- Metadata requests never create topics, even on brokers with `auto.create.topics.enable`;
+- `partitionLimitation` is checked when the trigger is read, reversed ranges included;
+- a group or topic the credentials may not read is a ScalerQueryError, never a zero lag.
+
+Not supported, each a ConfigError naming it: `sasl: gssapi` (Kerberos in aiokafka is a
+process-wide setup, not per trigger) and `saslTokenProvider: aws_msk_iam`. Supported SASL
+mechanisms: `plaintext` (PLAIN), `scram_sha256`, `scram_sha512` and `oauthbearer` with the
+`bearer` token provider (OAuth 2 client credentials against `oauthTokenEndpointUri`).
+`version` and `fullMetadata` are accepted and ignored (aiokafka negotiates the protocol
+version; each poll asks for the metadata of its own topics only).
+
+Connections: one `aiokafka.AIOKafkaClient` per bootstrap servers, TLS settings, SASL settings
+and credential digest, leased from SharedClients on the first poll and shared by every trigger
+of every ScaledObject with the same settings (KEDA opens a client per trigger). The requests
+are aiokafka's protocol requests sent on that client, rather than its admin client's
+`list_consumer_group_offsets` and a consumer's `end_offsets`, for two reasons: the admin call
+ignores the group-level error code, so GROUP_AUTHORIZATION_FAILED reads as "no commits" (lag 0
+without `topic`); and a consumer keeps the topics it was asked about in its metadata
+refreshes, which ask brokers to create missing topics, so a deleted topic comes back (seen on
+a real broker). Every request is bounded by REQUEST_TIMEOUT and each poll by POLL_TIMEOUT.
+Passwords, keys and tokens are never in any message, repr or client key, and the SASL bytes
+aiokafka logs at DEBUG are redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import math
+import os
+import re
+import ssl
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Final, NamedTuple, Self
+
+import aiohttp
+import aiokafka.errors
+from aiokafka import AIOKafkaClient
+from aiokafka.abc import AbstractTokenProvider
+from aiokafka.conn import create_conn
+from aiokafka.protocol.commit import OffsetFetchRequest
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.protocol.offset import OffsetRequest
+
+from autoscale.errors import ConfigError, ScalerError, ScalerQueryError, ScalerUnavailableError
+from autoscale.scalers import registry
+from autoscale.scalers.base import MetricSample, MetricType
+from autoscale.scalers.connections import Lease, SharedClients, secret_digest
+from autoscale.scalers.params import AUTH, ENV, METADATA, parse_params
+from autoscale.scalers.params import param as _param
+
+__all__ = [
+    "POLL_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "ClientCredentialsTokenProvider",
+    "KafkaConfig",
+    "KafkaConnection",
+    "KafkaEndpoint",
+    "KafkaScaler",
+    "LagReport",
+    "OAuthTokenError",
+    "OffsetsSnapshot",
+    "Partition",
+    "PartitionOffsets",
+    "even_partition_factor",
+    "ignored_parameters",
+    "lag_from_offsets",
+    "parse_partition_ids",
+    "sample_from_report",
+]
+
+REQUEST_TIMEOUT: Final = 3.0  # seconds for one connection attempt or one request
+POLL_TIMEOUT: Final = 8.0  # seconds for a whole poll (the operator's own limit is 10 s)
+METADATA_MAX_AGE: Final = 300.0  # seconds between the client's background metadata refreshes
+TOKEN_EARLY_REFRESH: Final = 10.0  # seconds before expiry an OAuth token is renewed
+CLIENT_ID: Final = "autoscale"
+
+LATEST_OFFSET: Final = -1  # ListOffsets timestamps
+EARLIEST_OFFSET: Final = -2
+READ_UNCOMMITTED: Final = 0  # the high watermark, as KEDA reads it
+
+_SASL_MECHANISMS: Final = {
+    "plaintext": "PLAIN",
+    "scram_sha256": "SCRAM-SHA-256",
+    "scram_sha512": "SCRAM-SHA-512",
+    "oauthbearer": "OAUTHBEARER",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# aiokafka's debug log shows every request it sends, SASL authentication included: PLAIN's
+# bytes carry the password and OAUTHBEARER's the token. Those bytes are redacted before any
+# handler sees them (a record whose bytes cannot be matched is dropped).
+
+_SASL_BYTES: Final = re.compile(r"sasl_auth_bytes=b(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+
+_UNREDACTED: Final = re.compile(r"sasl_auth_bytes(?!=<redacted>)")
+
+
+class _SaslBytesRedaction(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "sasl_auth_bytes" not in message:
+            return True
+        redacted = _SASL_BYTES.sub("sasl_auth_bytes=<redacted>", message)
+        if _UNREDACTED.search(redacted):
+            return False
+        record.msg, record.args = redacted, None
+        return True
+
+
+def _redact_aiokafka_logs() -> None:
+    logger = logging.getLogger("aiokafka.conn")
+    if not any(isinstance(f, _SaslBytesRedaction) for f in logger.filters):
+        logger.addFilter(_SaslBytesRedaction())
+
+
+_redact_aiokafka_logs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def _servers(raw: str) -> tuple[str, ...]:
+    """ "host:port,host2:port" -> ("host:port", "host2:port"); IPv6 in brackets."""
+    servers = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not servers:
+        raise ValueError("expected host:port[,host:port...]")
+    for server in servers:
+        host, colon, port = server.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError("write an IPv6 address in brackets: [::1]:9092")
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f'"{server}" is not host:port')
+    return servers
+
+
+def parse_partition_ids(raw: str) -> tuple[int, ...]:
+    """KEDA's `partitionLimitation`: "1,2,10-12" -> (1, 2, 10, 11, 12), sorted, no repeats."""
+    ids: set[int] = set()
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        first, dash, last = item.partition("-")
+        first, last = first.strip(), last.strip()
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f'"{item}" is not a partition id or a range of them (like 10-12)')
+        if not dash:
+            ids.add(int(first))
+        elif int(first) > int(last):
+            raise ValueError(f'the range "{item}" is reversed')
+        else:
+            ids.update(range(int(first), int(last) + 1))
+    if not ids:
+        raise ValueError("no partition ids")
+    return tuple(sorted(ids))
+
+
+def _pem(raw: str) -> str:
+    if "-----BEGIN " not in raw:
+        raise ValueError("expected PEM text")
+    return raw
+
+
+def _extensions(raw: str) -> tuple[tuple[str, str], ...]:
+    """KEDA's `oauthExtensions`: "k=v,k2=v2" (values are never quoted back)."""
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or "=" in value:
+            raise ValueError("expected key=value[,key=value...]")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaConfig:
+    """A kafka trigger's parameters; secrets stay out of repr()."""
+
+    # What to read.
+    bootstrap_servers: tuple[str, ...] = _param(
+        "bootstrapServers", sources=(METADATA, ENV), converter=_servers
+    )
+    consumer_group: str = _param("consumerGroup", sources=(METADATA, ENV))
+    topic: str | None = _param("topic", sources=(METADATA, ENV), default=None)
+    partition_limitation: tuple[int, ...] | None = _param(
+        "partitionLimitation", default=None, converter=parse_partition_ids
+    )
+    # How to count.
+    lag_threshold: int = _param("lagThreshold", default=10)
+    activation_lag_threshold: int = _param("activationLagThreshold", default=0)
+    offset_reset_policy: str = _param(
+        "offsetResetPolicy", default="latest", choices=("latest", "earliest")
+    )
+    allow_idle_consumers: bool = _param("allowIdleConsumers", default=False)
+    exclude_persistent_lag: bool = _param("excludePersistentLag", default=False)
+    scale_to_zero_on_invalid_offset: bool = _param("scaleToZeroOnInvalidOffset", default=False)
+    limit_to_partitions_with_lag: bool = _param("limitToPartitionsWithLag", default=False)
+    ensure_even_distribution_of_partitions: bool = _param(
+        "ensureEvenDistributionOfPartitions", default=False
+    )
+    # Accepted for KEDA manifests, without effect here.
+    version: str | None = _param("version", default=None)
+    full_metadata: bool | None = _param("fullMetadata", default=None)
+    aws_region: str | None = _param("awsRegion", default=None)
+    # TLS: metadata first, then auth params (KEDA's order).
+    tls: str | None = _param(
+        "tls", sources=(METADATA, AUTH), default=None, choices=("enable", "disable")
+    )
+    unsafe_ssl: bool = _param("unsafeSsl", default=False)
+    ca: str | None = _param("ca", sources=(AUTH,), default=None, secret=True, converter=_pem)
+    cert: str | None = _param("cert", sources=(AUTH,), default=None, secret=True, converter=_pem)
+    key: str | None = _param("key", sources=(AUTH,), default=None, secret=True, converter=_pem)
+    key_password: str | None = _param("keyPassword", sources=(AUTH,), default=None, secret=True)
+    # SASL.
+    sasl: str | None = _param(
+        "sasl",
+        sources=(METADATA, AUTH),
+        default=None,
+        choices=("none", "plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"),
+    )
+    username: str | None = _param("username", sources=(AUTH,), default=None)
+    password: str | None = _param("password", sources=(AUTH,), default=None, secret=True)
+    sasl_token_provider: str | None = _param(
+        "saslTokenProvider",
+        sources=(METADATA, AUTH),
+        default=None,
+        choices=("bearer", "aws_msk_iam"),
+    )
+    oauth_token_endpoint_uri: str | None = _param(
+        "oauthTokenEndpointUri", sources=(AUTH,), default=None
+    )
+    scopes: tuple[str, ...] = _param("scopes", sources=(AUTH,), default=())
+    oauth_extensions: tuple[tuple[str, str], ...] = _param(
+        "oauthExtensions", sources=(AUTH,), default=(), secret=True, converter=_extensions
+    )
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls == "enable"
+
+    @property
+    def sasl_mode(self) -> str:
+        """ "none", or a KEDA SASL mode."""
+        return self.sasl or "none"
+
+    @property
+    def security_protocol(self) -> str:
+        """aiokafka's (and Kafka's) name for the listener type this trigger needs."""
+        sasl = self.sasl_mode != "none"
+        if self.use_tls:
+            return "SASL_SSL" if sasl else "SSL"
+        return "SASL_PLAINTEXT" if sasl else "PLAINTEXT"
+
+    @property
+    def needs_start_offsets(self) -> bool:
+        """Whether partitions without a commit count from their start offset."""
+        return self.offset_reset_policy == "earliest" and not self.scale_to_zero_on_invalid_offset
+
+    @property
+    def partitions_limited(self) -> tuple[int, ...] | None:
+        """`partitionLimitation`, which KEDA ignores without a topic."""
+        return self.partition_limitation if self.topic else None
+
+    def validate(self) -> None:
+        """Rules across fields (KEDA's Validate), every problem reported at once."""
+        problems = []
+        if self.lag_threshold <= 0:
+            problems.append('parameter "lagThreshold" must be greater than 0')
+        if self.activation_lag_threshold < 0:
+            problems.append('parameter "activationLagThreshold" must not be negative')
+        if self.allow_idle_consumers and self.limit_to_partitions_with_lag:
+            problems.append(
+                'parameters "allowIdleConsumers" and "limitToPartitionsWithLag" cannot both be true'
+            )
+        if self.limit_to_partitions_with_lag and self.ensure_even_distribution_of_partitions:
+            problems.append(
+                'parameters "limitToPartitionsWithLag" and '
+                '"ensureEvenDistributionOfPartitions" cannot both be true'
+            )
+        for flag, name in (
+            (self.limit_to_partitions_with_lag, "limitToPartitionsWithLag"),
+            (self.ensure_even_distribution_of_partitions, "ensureEvenDistributionOfPartitions"),
+        ):
+            if flag and not self.topic:
+                problems.append(f'parameter "{name}" needs "topic"')
+        if self.use_tls and (self.cert is None) != (self.key is None):
+            given, missing = ("cert", "key") if self.key is None else ("key", "cert")
+            problems.append(f'auth param "{given}" needs "{missing}" too')
+        problems.extend(self._sasl_problems())
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if self.use_tls:
+            problem = _check_tls_material(self)
+            if problem:
+                raise ConfigError(problem)
+
+    def _sasl_problems(self) -> list[str]:
+        mode = self.sasl_mode
+        if mode == "none":
+            return []
+        if mode == "gssapi":
+            return [
+                'sasl "gssapi" is not supported: aiokafka takes Kerberos from a process-wide '
+                "setup, not from a trigger"
+            ]
+        if mode == "oauthbearer" and self.sasl_token_provider == "aws_msk_iam":
+            return ['saslTokenProvider "aws_msk_iam" is not supported; use "bearer"']
+        problems = [
+            f'sasl "{mode}" needs auth param "{name}"'
+            for name, value in (("username", self.username), ("password", self.password))
+            if not value
+        ]
+        if mode == "oauthbearer" and not self.oauth_token_endpoint_uri:
+            problems.append('sasl "oauthbearer" needs auth param "oauthTokenEndpointUri"')
+        elif mode == "oauthbearer":
+            url = urllib.parse.urlsplit(self.oauth_token_endpoint_uri or "")
+            if url.scheme not in ("http", "https") or not url.netloc:
+                problems.append('auth param "oauthTokenEndpointUri" must be an http(s) URL')
+        return problems
+
+
+def ignored_parameters(
+    config: KafkaConfig, metadata: Mapping[str, str], auth_params: Mapping[str, str]
+) -> list[str]:
+    """Warnings for what the configuration makes useless or risky (KEDA is silent)."""
+    notes = []
+    if config.partition_limitation is not None and not config.topic:
+        notes.append('parameter "partitionLimitation" is ignored without "topic"')
+    for name in ("tls", "sasl", "saslTokenProvider"):
+        if metadata.get(name, "").strip() and auth_params.get(name, "").strip():
+            notes.append(
+                f'parameter "{name}" is set in metadata and in auth params; '
+                "the metadata value is used"
+            )
+    if config.version is not None:
+        notes.append(
+            'parameter "version" is ignored: the protocol version is negotiated with the brokers'
+        )
+    if config.full_metadata is not None:
+        notes.append(
+            'parameter "fullMetadata" is ignored: polls ask for the metadata of their own '
+            "topics only"
+        )
+    if config.aws_region is not None:
+        notes.append('parameter "awsRegion" is ignored: AWS MSK IAM is not supported')
+    if not config.use_tls:
+        unused = [k for k in ("ca", "cert", "key", "keyPassword") if k in auth_params]
+        unused += ["unsafeSsl"] if "unsafeSsl" in metadata else []
+        if unused:
+            listed = ", ".join(f'"{k}"' for k in unused)
+            notes.append(f"TLS is off: {listed} ignored")
+    mode = config.sasl_mode
+    if mode == "none":
+        unused = [k for k in ("username", "password") if k in auth_params]
+        if unused:
+            listed = ", ".join(f'"{k}"' for k in unused)
+            notes.append(f"SASL is off: {listed} ignored")
+    if mode != "oauthbearer":
+        unused = [
+            k
+            for k in ("oauthTokenEndpointUri", "scopes", "oauthExtensions", "saslTokenProvider")
+            if k in auth_params or (k == "saslTokenProvider" and k in metadata)
+        ]
+        if unused:
+            listed = ", ".join(f'"{k}"' for k in unused)
+            notes.append(f'{listed} ignored: they apply to sasl "oauthbearer" only')
+    if mode in ("plaintext", "oauthbearer") and not config.use_tls:
+        what = "the password" if mode == "plaintext" else "the OAuth token"
+        notes.append(f'sasl "{mode}" without TLS sends {what} unencrypted; set "tls: enable"')
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpretation (pure)
+
+
+class Partition(NamedTuple):
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartitionOffsets:
+    """What a poll read for one partition."""
+
+    end: int  # the log end offset (high watermark): the offset the next record will get
+    committed: int | None  # the group's committed offset; None: nothing committed
+    start: int | None = None  # the log start offset; read only when the reset policy needs it
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetsSnapshot:
+    """Every partition the trigger counts, after partitionLimitation, uninterpreted."""
+
+    partitions: Mapping[Partition, PartitionOffsets] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LagReport:
+    """A poll's lag, interpreted."""
+
+    lag: int  # total lag that scales (persistent lag excluded)
+    lag_with_persistent: int  # total lag including persistent lag: decides activity
+    value: int  # the metric value: `lag`, rounded up for even distribution if asked
+    partitions: int  # partitions counted
+    partitions_with_lag: int  # of those, with scaling lag > 0
+    replica_cap: int | None  # None: allowIdleConsumers
+    active: bool
+    committed: Mapping[Partition, int]  # committed offsets, for the next poll's persistence check
+    per_partition: Mapping[Partition, int]  # scaling lag of each partition
+
+
+def even_partition_factor(lag: int, partitions: int, threshold: int) -> int:
+    """The smallest divisor f of `partitions` with f * threshold >= lag (KEDA's "next factor")."""
+    if partitions < 1:
+        return 0
+    for factor in range(1, partitions + 1):
+        if partitions % factor == 0 and factor * threshold >= lag:
+            return factor
+    return partitions
+
+
+def lag_from_offsets(
+    snapshot: OffsetsSnapshot,
+    config: KafkaConfig,
+    previous: Mapping[Partition, int] | None = None,
+) -> LagReport:
+    """The trigger's lag from one poll's offsets and the previous poll's committed offsets.
+
+    `previous` matters only with excludePersistentLag: a partition whose committed offset
+    equals the previous poll's adds its lag to activity, not to the scaling value. Partitions
+    without a committed offset follow offsetResetPolicy / scaleToZeroOnInvalidOffset and are
+    never persistent (KEDA). Pure: no I/O, no clock, no logging.
+    """
+    previous = previous or {}
+    lag = with_persistent = with_lag = 0
+    per_partition: dict[Partition, int] = {}
+    committed: dict[Partition, int] = {}
+    for partition, offsets in sorted(snapshot.partitions.items()):
+        if offsets.committed is None:
+            if config.scale_to_zero_on_invalid_offset:
+                real = 0
+            elif config.offset_reset_policy == "latest":
+                real = 1  # nothing waits, but one consumer must run to commit a first offset
+            else:
+                if offsets.start is None:
+                    raise ValueError(f"the snapshot lacks the start offset of {partition}")
+                real = max(0, offsets.end - offsets.start)
+            scaling = real
+        else:
+            committed[partition] = offsets.committed
+            real = max(0, offsets.end - offsets.committed)
+            stuck = previous.get(partition) == offsets.committed
+            scaling = 0 if config.exclude_persistent_lag and stuck else real
+        per_partition[partition] = scaling
+        lag += scaling
+        with_persistent += real
+        with_lag += scaling > 0
+
+    count = len(per_partition)
+    value, cap = lag, None
+    if not config.allow_idle_consumers or config.ensure_even_distribution_of_partitions:
+        cap = with_lag if config.limit_to_partitions_with_lag else count
+        if config.ensure_even_distribution_of_partitions and lag > 0:
+            value = even_partition_factor(lag, count, config.lag_threshold) * config.lag_threshold
+    return LagReport(
+        lag=lag,
+        lag_with_persistent=with_persistent,
+        value=value,
+        partitions=count,
+        partitions_with_lag=with_lag,
+        replica_cap=cap,
+        active=with_persistent > config.activation_lag_threshold,
+        committed=committed,
+        per_partition=per_partition,
+    )
+
+
+def sample_from_report(
+    report: LagReport,
+    config: KafkaConfig,
+    *,
+    name: str,
+    metric_type: MetricType = MetricType.AVERAGE_VALUE,
+) -> MetricSample:
+    """The trigger's sample. Activity is the report's (total lag including persistent lag >
+    activationLagThreshold); where the scaling value alone would say otherwise (persistent lag
+    excluded, or a value rounded up for even distribution), the sample's activation target is
+    moved just below or onto the value so that `value > activation_target` says the same."""
+    threshold = config.activation_lag_threshold
+    activation_target = float(threshold)
+    if (report.value > threshold) != report.active:
+        activation_target = float(report.value - 1 if report.active else report.value)
+    return MetricSample(
+        name=name,
+        value=float(report.value),
+        target=float(config.lag_threshold),
+        activation_target=activation_target,
+        metric_type=metric_type,
+        replica_cap=report.replica_cap,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaEndpoint:
+    """The key of a shared client: equal endpoints share one. Digests, never secrets."""
+
+    servers: tuple[str, ...]  # sorted: the same cluster whatever order the trigger lists
+    security_protocol: str
+    unsafe_ssl: bool = False
+    tls_digest: str | None = None  # of ca, cert, key and keyPassword together
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password_digest: str | None = None
+    oauth_digest: str | None = None  # token endpoint, scopes and extensions
+
+    @classmethod
+    def of(cls, config: KafkaConfig) -> KafkaEndpoint:
+        tls_digest = oauth_digest = None
+        if config.use_tls:
+            material = (config.ca, config.cert, config.key, config.key_password)
+            tls_digest = secret_digest("\0".join(p or "" for p in material))
+        mechanism = _SASL_MECHANISMS.get(config.sasl_mode)
+        if mechanism == "OAUTHBEARER":
+            extensions = ",".join(f"{k}={v}" for k, v in config.oauth_extensions)
+            oauth = (config.oauth_token_endpoint_uri or "", ",".join(config.scopes), extensions)
+            oauth_digest = secret_digest("\0".join(oauth))
+        return cls(
+            servers=tuple(sorted(config.bootstrap_servers)),
+            security_protocol=config.security_protocol,
+            unsafe_ssl=config.use_tls and config.unsafe_ssl,
+            tls_digest=tls_digest,
+            sasl_mechanism=mechanism,
+            username=config.username if mechanism else None,
+            password_digest=secret_digest(config.password) if mechanism else None,
+            oauth_digest=oauth_digest,
+        )
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{self.security_protocol.lower()}://{user}{','.join(self.servers)}"
+
+
+def _tls_context(config: KafkaConfig, *, system_roots: bool = True) -> ssl.SSLContext:
+    """KEDA's TLS client settings: system roots plus `ca`; `unsafeSsl` skips verification."""
+    if config.unsafe_ssl or not system_roots:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    else:
+        context = ssl.create_default_context()
+    if config.unsafe_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.ca:
+        context.load_verify_locations(cadata=config.ca)
+    if config.cert and config.key:
+        key_password = config.key_password or ""
+        with _pem_file(config.cert) as cert_path, _pem_file(config.key) as key_path:
+            # A callable, so that OpenSSL never prompts on a terminal for a missing password.
+            context.load_cert_chain(cert_path, key_path, password=lambda: key_password)
+    return context
+
+
+def _check_tls_material(config: KafkaConfig) -> str | None:
+    """Why `ca`, `cert`, `key` and `keyPassword` cannot be used, or None; never their text."""
+    try:
+        _tls_context(config, system_roots=False)
+    except (ssl.SSLError, ValueError, TypeError, OSError) as exc:
+        which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
+        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else "invalid"
+        return f"auth param {which} cannot be loaded as TLS material ({reason})"
+    return None
+
+
+@contextlib.contextmanager
+def _pem_file(text: str) -> Iterator[str]:
+    """A path to `text` for OpenSSL, which loads keys from files only: an anonymous in-memory
+    file where the OS has them (Linux memfd with /proc), else a private temporary file; either
+    is gone on exit."""
+    data = text.encode()
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd_create("autoscale-pem", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            _write_all(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="autoscale-") as directory:
+        path = Path(directory) / "material.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        yield str(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class OAuthTokenError(aiokafka.errors.KafkaError):  # type: ignore[misc]  # untyped base
+    """The token endpoint refused or failed; a KafkaError so that aiokafka's connection code
+    handles it like any failed connection. `rejected`: the endpoint answered 4xx."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, rejected: bool) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
+class ClientCredentialsTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    """KEDA's `bearer` token provider: OAuth 2 client credentials (RFC 6749 4.4) with the SASL
+    `username` as client id and `password` as client secret, cached until shortly before it
+    expires. Credentials go in a Basic header; a 4xx answer is retried once with them in the
+    form body (what Go's oauth2 does by auto-detection). Never logs or shows a secret."""
+
+    def __init__(
+        self,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scopes: Sequence[str] = (),
+        extensions: Sequence[tuple[str, str]] = (),
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self._url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scopes = tuple(scopes)
+        self._extensions = dict(extensions)
+        self._timeout = timeout
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self.last_error: OAuthTokenError | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClientCredentialsTokenProvider {self._url}>"
+
+    def extensions(self) -> dict[str, str]:
+        return dict(self._extensions)
+
+    async def token(self) -> str:
+        async with self._lock:
+            if self._token is None or time.monotonic() >= self._expires_at:
+                try:
+                    self._token, lifetime = await self._fetch()
+                except OAuthTokenError as exc:
+                    self.last_error = exc
+                    raise
+                self.last_error = None
+                self._expires_at = time.monotonic() + max(0.0, lifetime - TOKEN_EARLY_REFRESH)
+            return self._token
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _fetch(self) -> tuple[str, float]:
+        form = {"grant_type": "client_credentials"}
+        if self._scopes:
+            form["scope"] = " ".join(self._scopes)
+        # RFC 6749 2.3.1: id and secret form-urlencoded, then Basic.
+        quote = urllib.parse.quote_plus
+        pair = f"{quote(self._client_id)}:{quote(self._client_secret)}"
+        basic = "Basic " + base64.b64encode(pair.encode()).decode()
+        status, body = await self._post(form, authorization=basic)
+        if 400 <= status < 500:
+            in_body = {**form, "client_id": self._client_id, "client_secret": self._client_secret}
+            status, body = await self._post(in_body, authorization=None)
+        if status != 200:
+            raise OAuthTokenError(
+                f"the OAuth token endpoint {self._url} answered HTTP {status}",
+                rejected=400 <= status < 500,
+            )
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise OAuthTokenError(
+                f"the OAuth token endpoint {self._url} answered without an access_token",
+                rejected=True,
+            )
+        expires_in = body.get("expires_in")
+        # Without expires_in the token is kept until a new connection fails with it.
+        lifetime = float(expires_in) if isinstance(expires_in, int | float) else math.inf
+        return token, lifetime
+
+    async def _post(self, form: dict[str, str], *, authorization: str | None) -> tuple[int, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        try:
+            headers = {"Accept": "application/json"}
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            async with self._session.post(self._url, data=form, headers=headers) as response:
+                body: Any = None
+                if response.status == 200:
+                    with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+                        body = await response.json(content_type=None)
+                return response.status, body
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = type(exc).__name__
+            raise OAuthTokenError(
+                f"the OAuth token endpoint {self._url} is unreachable ({reason})", rejected=False
+            ) from None
+
+
+@dataclass(slots=True, eq=False)
+class KafkaConnection:
+    """What one shared lease holds: the aiokafka client and, for OAuth, its token provider."""
+
+    client: Any  # aiokafka.AIOKafkaClient, bootstrapped
+    token_provider: ClientCredentialsTokenProvider | None = None
+
+
+def _client_options(
+    config: KafkaConfig, token_provider: ClientCredentialsTokenProvider | None
+) -> dict[str, Any]:
+    """The AIOKafkaClient keyword arguments for this trigger (no I/O)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(config.bootstrap_servers),
+        "client_id": CLIENT_ID,
+        "request_timeout_ms": int(REQUEST_TIMEOUT * 1000),
+        "metadata_max_age_ms": int(METADATA_MAX_AGE * 1000),
+        "retry_backoff_ms": 100,
+        "security_protocol": config.security_protocol,
+    }
+    if config.use_tls:
+        options["ssl_context"] = _tls_context(config)
+    mechanism = _SASL_MECHANISMS.get(config.sasl_mode)
+    if mechanism is not None:
+        options["sasl_mechanism"] = mechanism
+    if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        options["sasl_plain_username"] = config.username
+        options["sasl_plain_password"] = config.password
+    if mechanism == "OAUTHBEARER":
+        options["sasl_oauth_token_provider"] = token_provider
+    return options
+
+
+def _token_provider(config: KafkaConfig) -> ClientCredentialsTokenProvider | None:
+    if config.sasl_mode != "oauthbearer":
+        return None
+    # validate() made sure of these three.
+    assert config.oauth_token_endpoint_uri is not None
+    assert config.username is not None
+    assert config.password is not None
+    return ClientCredentialsTokenProvider(
+        token_url=config.oauth_token_endpoint_uri,
+        client_id=config.username,
+        client_secret=config.password,
+        scopes=config.scopes,
+        extensions=config.oauth_extensions,
+    )
+
+
+async def _open_connection(
+    config: KafkaConfig, token_provider: ClientCredentialsTokenProvider | None
+) -> KafkaConnection:
+    """A bootstrapped client (cluster metadata read); closed again if bootstrapping fails.
+
+    aiokafka's bootstrap only says "Unable to bootstrap" and logs why; when it fails, one
+    direct connection to the first server finds the reason, so that refused credentials are a
+    ScalerQueryError and a failed TLS handshake says which check failed.
+    """
+    options = _client_options(config, token_provider)
+    client = AIOKafkaClient(**options)
+    try:
+        await client.bootstrap()
+    except aiokafka.errors.KafkaConnectionError:
+        try:
+            await _diagnose(config.bootstrap_servers[0], options)
+        finally:  # after the diagnosis, which may use the token provider's session
+            await _close_connection(KafkaConnection(client, token_provider))
+        raise
+    except BaseException:
+        await _close_connection(KafkaConnection(client, token_provider))
+        raise
+    return KafkaConnection(client, token_provider)
+
+
+_AUTHENTICATION_ERRORS: Final = (
+    aiokafka.errors.SaslAuthenticationFailed,
+    aiokafka.errors.AuthenticationFailedError,
+    aiokafka.errors.AuthenticationMethodNotSupported,
+    aiokafka.errors.UnsupportedSaslMechanismError,
+    aiokafka.errors.IllegalSaslStateError,
+)
+
+
+async def _diagnose(server: str, options: Mapping[str, Any]) -> None:
+    """Connect to `server` once as the client would; raise what explains a failure, if
+    anything does (authentication, TLS, the token endpoint), else return."""
+    host, _, port = server.rpartition(":")
+    connection_options = {
+        key: value
+        for key, value in options.items()
+        if key not in ("bootstrap_servers", "metadata_max_age_ms", "retry_backoff_ms")
+    }
+    try:
+        connection = await create_conn(host.strip("[]"), int(port), **connection_options)
+    except _AUTHENTICATION_ERRORS as exc:
+        raise ScalerQueryError(f"authentication failed: {exc}") from exc
+    except OAuthTokenError as exc:
+        kind = ScalerQueryError if exc.rejected else ScalerUnavailableError
+        raise kind(f"SASL OAUTHBEARER: {exc}") from exc
+    except ssl.SSLError as exc:
+        reason = exc.reason or type(exc).__name__
+        raise ScalerUnavailableError(f"unavailable: TLS with {server} failed: {reason}") from exc
+    except (OSError, TimeoutError, aiokafka.errors.KafkaError):
+        return  # nothing more to learn than "Unable to bootstrap"
+    connection.close()
+
+
+async def _close_connection(connection: KafkaConnection) -> None:
+    try:
+        await connection.client.close()
+    finally:
+        if connection.token_provider is not None:
+            await connection.token_provider.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire requests: each returns plain data, or raises ScalerQueryError / ScalerUnavailableError
+# for an error code the broker answered with. Library exceptions pass through.
+
+
+def _broker_error(code: int, what: str) -> ScalerError:
+    cls = aiokafka.errors.for_code(code)
+    name = getattr(cls, "message", None) or cls.__name__
+    kind = ScalerUnavailableError if getattr(cls, "retriable", False) else ScalerQueryError
+    return kind(f"{what}: {name}")
+
+
+async def _send(client: Any, node_id: int, request: Any) -> Any:
+    """Send to a broker, refreshing the client's broker list first if it does not know it."""
+    if client.cluster.broker_metadata(node_id) is None:
+        await client.force_metadata_update()
+    return await client.send(node_id, request)
+
+
+async def _committed_offsets(client: Any, group: str, coordinator: int) -> dict[Partition, int]:
+    """Every offset `group` has committed (OffsetFetch with null topics, v2+), checking the
+    group-level error code too (which aiokafka's admin client ignores when no topic comes
+    back, turning e.g. GROUP_AUTHORIZATION_FAILED into "no commits")."""
+    response = (await _send(client, coordinator, OffsetFetchRequest(group, None))).to_object()
+    code = response.get("error_code", 0)
+    if code:
+        raise _broker_error(code, f'reading the offsets of consumer group "{group}"')
+    offsets: dict[Partition, int] = {}
+    for topic in response["topics"]:
+        for row in topic["partitions"]:
+            if row["error_code"]:
+                where = f'reading the offset of consumer group "{group}" for {topic["topic"]}'
+                raise _broker_error(row["error_code"], f"{where}/{row['partition']}")
+            if row["offset"] >= 0:
+                offsets[Partition(topic["topic"], row["partition"])] = row["offset"]
+    return offsets
+
+
+@dataclass(frozen=True, slots=True)
+class _TopicLayout:
+    leaders: dict[int, int]  # partition -> leader broker id (-1: none right now)
+    error: int = 0  # the topic's error code from Metadata
+
+
+async def _describe_topics(client: Any, topics: Sequence[str]) -> dict[str, _TopicLayout]:
+    """Partitions and leaders of `topics`, asking the broker not to create missing ones."""
+    node = client.get_random_node()
+    if node is None:
+        raise ScalerUnavailableError("no broker of the cluster is known")
+    request = MetadataRequest(list(topics), allow_auto_topic_creation=False)
+    response = (await _send(client, node, request)).to_object()
+    layouts = {}
+    for topic in response["topics"]:
+        leaders = {p["partition"]: p["leader"] for p in topic["partitions"]}
+        layouts[topic["topic"]] = _TopicLayout(leaders, topic["error_code"])
+    return layouts
+
+
+async def _list_offsets(
+    client: Any, leaders: Mapping[Partition, int], timestamp: int
+) -> dict[Partition, int]:
+    """End (LATEST_OFFSET) or start (EARLIEST_OFFSET) offsets, one request per leader in
+    parallel. A partition the broker leaves out of its answer is left out here too."""
+    by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
+    for partition, leader in leaders.items():
+        by_leader.setdefault(leader, {}).setdefault(partition.topic, []).append(
+            (partition.partition, timestamp)
+        )
+
+    async def ask(leader: int, topics: dict[str, list[tuple[int, int]]]) -> Any:
+        request = OffsetRequest(-1, READ_UNCOMMITTED, list(topics.items()))
+        return (await _send(client, leader, request)).to_object()
+
+    responses = await _gather(*(ask(leader, topics) for leader, topics in by_leader.items()))
+    offsets: dict[Partition, int] = {}
+    for response in responses:
+        for topic in response["topics"]:
+            for row in topic["partitions"]:
+                partition = Partition(topic["topic"], row["partition"])
+                if row["error_code"]:
+                    what = "end" if timestamp == LATEST_OFFSET else "start"
+                    where = f"reading the {what} offset of {partition.topic}/{partition.partition}"
+                    raise _broker_error(row["error_code"], where)
+                offset = row["offset"] if "offset" in row else (row.get("offsets") or [-1])[0]
+                if offset >= 0:
+                    offsets[partition] = offset
+    return offsets
+
+
+async def _gather(*calls: Any) -> list[Any]:
+    """Run `calls` together; every one finishes (each is bounded by the request timeout) and
+    the first failure, if any, is raised."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scaler
+
+
+class KafkaScaler:
+    """One kafka trigger; see the module docstring."""
+
+    type_name: ClassVar[str] = "kafka"
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        *,
+        trigger_index: int,
+        trigger_name: str | None = None,
+        connections: SharedClients,
+        metric_type: MetricType = MetricType.AVERAGE_VALUE,
+        timeout: float = POLL_TIMEOUT,
+    ) -> None:
+        self.config = config
+        what = config.topic if config.topic else f"{config.consumer_group}-topics"
+        self.metric_name = registry.metric_name(trigger_index, f"kafka-{what}")
+        self.metric_type = metric_type
+        self.endpoint = KafkaEndpoint.of(config)
+        self.label = registry.trigger_label(
+            index=trigger_index, name=trigger_name, type_name=self.type_name
+        )
+        self._connections = connections
+        self._timeout = timeout
+        self._lease: Lease[KafkaConnection] | None = None
+        self._leasing = asyncio.Lock()
+        self._token_provider: ClientCredentialsTokenProvider | None = None
+        self._coordinator: int | None = None
+        self._previous: Mapping[Partition, int] = {}
+
+    @classmethod
+    def from_trigger(
+        cls,
+        *,
+        trigger_index: int,
+        trigger_name: str | None,
+        metadata: Mapping[str, str],
+        auth_params: Mapping[str, str],
+        resolved_env: Mapping[str, str],
+        connections: SharedClients,
+        metric_type: MetricType = MetricType.AVERAGE_VALUE,
+        warnings: list[str] | None = None,
+    ) -> Self:
+        """Read the trigger (no network I/O); ConfigError names every bad field."""
+        label = registry.trigger_label(
+            index=trigger_index, name=trigger_name, type_name=cls.type_name
+        )
+        config = parse_params(
+            KafkaConfig,
+            metadata=metadata,
+            auth_params=auth_params,
+            resolved_env=resolved_env,
+            trigger_label=label,
+            warnings=warnings,
+        )
+        if warnings is not None:
+            notes = ignored_parameters(config, metadata, auth_params)
+            warnings.extend(f"{label}: {note}" for note in notes)
+        return cls(
+            config,
+            trigger_index=trigger_index,
+            trigger_name=trigger_name,
+            connections=connections,
+            metric_type=metric_type,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<KafkaScaler {self.metric_name} group={self.config.consumer_group} {self.endpoint}>"
+        )
+
+    async def sample(self) -> MetricSample:
+        """One poll: ScalerUnavailableError if the cluster cannot be read in time,
+        ScalerQueryError if it answers with something that cannot be scaled on."""
+        with self._translate_errors():
+            async with asyncio.timeout(self._timeout):
+                connection = await self._connection()
+                snapshot = await self._fetch(connection.client)
+        with self._translate_errors():
+            report = lag_from_offsets(snapshot, self.config, self._previous)
+        self._previous = report.committed
+        return sample_from_report(
+            report, self.config, name=self.metric_name, metric_type=self.metric_type
+        )
+
+    async def aclose(self) -> None:
+        """Release the shared client (closed if this was its last user); idempotent."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.release()
+
+    async def _connection(self) -> KafkaConnection:
+        async with self._leasing:
+            if self._lease is None:
+                config = self.config
+                provider = self._token_provider = _token_provider(config)
+                self._lease = await self._connections.acquire(
+                    self.endpoint, lambda: _open_connection(config, provider), _close_connection
+                )
+                # The client may be someone else's, with its own (equivalent) provider.
+                self._token_provider = self._lease.client.token_provider
+            return self._lease.client
+
+    async def _fetch(self, client: Any) -> OffsetsSnapshot:
+        """Read what lag_from_offsets needs; see the module docstring for the round trips."""
+        config = self.config
+        if config.topic:
+            committed, layouts = await _gather(
+                self._committed(client), _describe_topics(client, [config.topic])
+            )
+        else:
+            committed = await self._committed(client)
+            topics = sorted({p.topic for p in committed})
+            layouts = await _describe_topics(client, topics) if topics else {}
+        leaders = self._partitions(layouts)
+        ends = await _list_offsets(client, leaders, LATEST_OFFSET) if leaders else {}
+        starts: dict[Partition, int] = {}
+        uncommitted = {p: leader for p, leader in leaders.items() if p not in committed}
+        if config.needs_start_offsets and uncommitted:
+            starts = await _list_offsets(client, uncommitted, EARLIEST_OFFSET)
+        partitions = {}
+        for partition, end in ends.items():
+            start = starts.get(partition)
+            if partition in uncommitted and config.needs_start_offsets and start is None:
+                continue  # the broker left it out of its answer: not counted (KEDA: lag 0)
+            partitions[partition] = PartitionOffsets(
+                end=end, committed=committed.get(partition), start=start
+            )
+        return OffsetsSnapshot(partitions)
+
+    def _partitions(self, layouts: Mapping[str, _TopicLayout]) -> dict[Partition, int]:
+        """The partitions to count with their leaders; raises for a missing topic (with
+        `topic`), a topic-level error, a partition without leader, or a partitionLimitation
+        that leaves nothing."""
+        config = self.config
+        leaders: dict[Partition, int] = {}
+        for topic, layout in sorted(layouts.items()):
+            if layout.error == aiokafka.errors.UnknownTopicOrPartitionError.errno:
+                if config.topic:
+                    raise ScalerQueryError(f'topic "{topic}" does not exist')
+                continue  # committed offsets outliving their topic: nothing to read there
+            if layout.error:
+                raise _broker_error(layout.error, f'reading the partitions of topic "{topic}"')
+            wanted = config.partitions_limited
+            for partition, leader in sorted(layout.leaders.items()):
+                if wanted is not None and partition not in wanted:
+                    continue
+                if leader < 0:
+                    raise ScalerUnavailableError(
+                        f"partition {topic}/{partition} has no leader right now"
+                    )
+                leaders[Partition(topic, partition)] = leader
+        if config.topic and not leaders:
+            raise ScalerQueryError(
+                f'none of the partitions in "partitionLimitation" exist in topic "{config.topic}"'
+            )
+        return leaders
+
+    async def _committed(self, client: Any) -> dict[Partition, int]:
+        """The group's committed offsets, through its coordinator: looked up once, and again
+        (with one immediate retry) when a request to it fails in a way that may mean it moved."""
+        group = self.config.consumer_group
+        for retry in (False, True):
+            if self._coordinator is None:
+                if client.get_random_node() is None:
+                    raise ScalerUnavailableError("no broker of the cluster is known")
+                self._coordinator = int(await client.coordinator_lookup(0, group))
+            try:
+                return await _committed_offsets(client, group, self._coordinator)
+            except (ScalerUnavailableError, aiokafka.errors.KafkaError) as exc:
+                if not isinstance(exc, ScalerError) and not exc.retriable:
+                    raise
+                self._coordinator = None
+                if retry:
+                    raise
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """Library exceptions become ours, with secrets scrubbed from the text."""
+        where = f"{self.label}: {self.endpoint}"
+        try:
+            yield
+        except (ScalerQueryError, ScalerUnavailableError) as exc:
+            raise type(exc)(f"{where}: {self._scrub(str(exc))}") from None
+        except TimeoutError as exc:  # asyncio.timeout
+            raise ScalerUnavailableError(f"{where}: no answer within {self._timeout:g}s") from exc
+        except (
+            aiokafka.errors.KafkaConnectionError,
+            aiokafka.errors.NodeNotReadyError,
+            aiokafka.errors.RequestTimedOutError,
+            aiokafka.errors.KafkaTimeoutError,
+            OSError,
+        ) as exc:
+            reason = self._scrub(str(exc)) or type(exc).__name__
+            token_error = self._token_provider.last_error if self._token_provider else None
+            if token_error is not None:
+                kind = ScalerQueryError if token_error.rejected else ScalerUnavailableError
+                raise kind(
+                    f"{where}: unavailable: {reason}; {self._scrub(str(token_error))}"
+                ) from exc
+            raise ScalerUnavailableError(f"{where}: unavailable: {reason}") from exc
+        except aiokafka.errors.KafkaError as exc:
+            kind = ScalerUnavailableError if exc.retriable else ScalerQueryError
+            raise kind(f"{where}: {self._scrub(str(exc)) or type(exc).__name__}") from exc
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self.config.password, self.config.key_password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
