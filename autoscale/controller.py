@@ -189,6 +189,9 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stopping: whatever the loop raised on the way out is moot
                 log.exception("%s: scale loop crashed; restarting in 5s", loop.label)
                 await asyncio.sleep(5)
 

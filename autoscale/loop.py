@@ -286,8 +286,15 @@ class ScaleLoop:
                 entry.scaler, entry.auth_digest = await self.scalers.build(self.so, entry.trigger)
             async with asyncio.timeout(self.poll_timeout):
                 sample = await entry.scaler.sample()
-        except (ScalerError, TimeoutError, ConfigError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        except Exception as exc:  # any failure of a trigger is that trigger failing
+            # A scaler's own errors carry safe messages; anything else is a bug or a library
+            # surprise whose text may hold a credential, so only its type is told.
+            if isinstance(exc, TimeoutError):
+                reason = "timed out"
+            elif isinstance(exc, ScalerError | ConfigError):
+                reason = str(exc)
+            else:
+                reason = f"unexpected {type(exc).__name__} from the {entry.trigger.type} scaler"
             if not entry.failing:
                 log.warning("%s: trigger %s failed: %s", self.label, entry.metric_name, reason)
                 await self.emit(

@@ -89,7 +89,7 @@ __all__ = [
 CONNECT_TIMEOUT: Final = 3.0  # seconds to open a TCP (and TLS) connection
 COMMAND_TIMEOUT: Final = 3.0  # seconds to wait for one reply
 POLL_TIMEOUT: Final = 5.0  # seconds for a whole poll, waiting for a pooled connection included
-MAX_CONNECTIONS: Final = 8  # per shared client; polls beyond that wait for a free connection
+MAX_CONNECTIONS: Final = 4  # per shared client; polls beyond that wait for a free connection
 CLIENT_NAME: Final = "autoscale"  # shown by CLIENT LIST
 
 
