@@ -336,7 +336,7 @@ def decide(
         details.append(activation[1])
     elif idle and target < current:
         reason, trigger = Reason.DEACTIVATED, None
-        details.append(f"no trigger active for {now - since:g}s (cooldown {wait:g}s)")
+        details.append(f"no trigger active for {now - since:.0f}s (cooldown {wait:g}s)")
     elif limited > policy.max_replicas:
         reason = Reason.CAPPED
     elif held:

@@ -1,33 +1,39 @@
-"""`make demo`: the autoscaler doing its main job on this machine, in about a minute.
+"""`make demo`: the autoscaler doing its main job on this machine, in about two minutes.
 
-It brings up the bench's kube-apiserver and Redis, installs the CRDs, creates a worker
-Deployment at 0 replicas and a ScaledObject on a Redis stream, starts `autoscale run` as a
-separate process, then plays a workload: a backlog arrives (0 -> N), grows, is worked off and
-acknowledged, and after the cooldown the Deployment returns to 0. Every change of the replica
-count is printed as it happens, with the operator's own reason.
+It brings up the bench's kube-apiserver, Kafka and Redis, installs the CRDs, creates two worker
+Deployments at 0 replicas with ScaledObjects (one on Kafka consumer lag, one on Redis stream
+entries), starts `autoscale run` as a separate process, then plays a workload: backlogs arrive
+(0 -> N), are worked off, and after the cooldown both Deployments return to 0. A table shows,
+live, each object's backlog, decision and replicas. Ctrl-C at any point stops everything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.testbed.bench import Bench
 from tests.testbed.kube import KubeAPIServer
 from tests.testbed.procs import LOOPBACK, ManagedProcess, free_port, http_ok
-from tests.testbed.services import Redis
+from tests.testbed.services import Kafka, Redis
 
 NAMESPACE = "demo"
-STREAM = "orders"
 REPO = Path(__file__).resolve().parents[2]
+OBJECTS = ("orders-worker", "emails-worker")
+TOPIC, GROUP, STREAM = "orders", "order-workers", "emails"
+COOLDOWN = 10
 
 
 def say(message: str) -> None:
@@ -36,40 +42,20 @@ def say(message: str) -> None:
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="autoscale-demo-"))
-    bench = Bench(("kube", "redis"), workdir=workdir)
-    say("starting a real kube-apiserver (with etcd) and Redis on loopback ...")
-    bench.start()
-    kube = bench.services["kube"]
-    store = bench.services["redis"]
-    assert isinstance(kube, KubeAPIServer)
-    assert isinstance(store, Redis)
+    bench = Bench(("kube", "kafka", "redis"), workdir=workdir)
     operator: ManagedProcess | None = None
-    stop_watching = threading.Event()
+    board: Board | None = None
     try:
-        subprocess.run(
-            [sys.executable, "-m", "autoscale", "crds"],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-        )
-        crds = subprocess.run(
-            [sys.executable, "-m", "autoscale", "crds"],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-        ).stdout
-        kube.kubectl("apply", "--server-side", "-f", "-", input=crds)
-        kube.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.autoscale.dev")
-        kube.kubectl("create", "namespace", NAMESPACE)
-        client = redis.Redis.from_url(store.url, decode_responses=True)
-        client.xgroup_create(STREAM, "workers", id="$", mkstream=True)
-        apply(kube, deployment())
-        apply(kube, scaled_object(f"{LOOPBACK}:{store.port}"))
+        say("starting a real kube-apiserver (with etcd), Apache Kafka and Redis on loopback ...")
+        bench.start()
+        kube, kafka, store = (bench.services[n] for n in ("kube", "kafka", "redis"))
+        assert isinstance(kube, KubeAPIServer)
+        assert isinstance(kafka, Kafka)
+        assert isinstance(store, Redis)
+        setup(kube, kafka, store)
         say(f"kubeconfig: {kube.kubeconfig}  (try: kubectl get so,deploy -n {NAMESPACE})")
 
-        health = free_port()
+        metrics_port, health_port = free_port(), free_port()
         operator = ManagedProcess(
             "autoscale",
             [
@@ -79,125 +65,279 @@ def main() -> int:
                 "run",
                 f"--kubeconfig={kube.kubeconfig}",
                 f"--namespace={NAMESPACE}",
-                f"--metrics-port={free_port()}",
-                f"--health-port={health}",
+                f"--metrics-port={metrics_port}",
+                f"--health-port={health_port}",
                 f"--bind-address={LOOPBACK}",
             ],
             log_path=workdir / "operator.log",
             cwd=REPO,
         )
         deadline = time.monotonic() + 60
-        while not http_ok(f"http://{LOOPBACK}:{health}/readyz"):
+        while not http_ok(f"http://{LOOPBACK}:{health_port}/readyz"):
             if time.monotonic() > deadline or not operator.running():
                 raise operator.fail("the operator did not become ready")
             time.sleep(0.3)
-        say("operator running: `autoscale run` (log: " + str(operator.log_path) + ")")
-        watcher = threading.Thread(target=watch, args=(kube, operator, stop_watching), daemon=True)
-        watcher.start()
+        say(f"operator running: autoscale run (log: {operator.log_path})")
+        board = Board(kube, operator, metrics_port)
+        board.start()
 
-        say("Deployment 'worker' is at 0 replicas; nothing is pending.")
-        time.sleep(3)
-        say("a backlog arrives: 7 orders delivered to the consumer group, not yet acknowledged")
-        ids = deliver(client, 7)
-        time.sleep(6)
-        say("more work: 8 more orders pending (15 in all; pendingEntriesCount is 3, max 8)")
-        ids += deliver(client, 8)
-        time.sleep(6)
-        say("the workers finish: all 15 orders acknowledged; cooldownPeriod is 10 s")
-        client.xack(STREAM, "workers", *ids)
-        time.sleep(16)
-        so = json.loads(kube.kubectl("get", "so", "worker", "-n", NAMESPACE, "-o", "json").stdout)
-        conditions = {c["type"]: c["status"] for c in so["status"]["conditions"]}
-        say(f"ScaledObject conditions: {conditions}")
+        time.sleep(4)
+        board.note("a backlog arrives: 40 orders on Kafka, 9 emails pending on Redis")
+        asyncio.run(produce_orders(kafka, 40))
+        client = redis.Redis.from_url(store.url, decode_responses=True)
+        ids = deliver_emails(client, 9)
+        time.sleep(12)
+        board.note("the workers catch up: orders consumed and committed, emails acknowledged")
+        asyncio.run(consume_orders(kafka, 40))
+        client.xack(STREAM, "mailers", *ids)
+        client.close()
+        wait_for_zero(kube, timeout=COOLDOWN + 40)
+        time.sleep(2)
+        board.stop()
         print(kube.kubectl("get", "so", "-n", NAMESPACE).stdout, flush=True)
-        say("done: the Deployment went 0 -> N -> 0 on real Redis backlog.")
+        say("done: both Deployments went 0 -> N -> 0 on real backlogs. Cleaning up.")
         return 0
+    except KeyboardInterrupt:
+        say("interrupted: cleaning up")
+        return 130
     finally:
-        stop_watching.set()
+        if board is not None:
+            board.stop()
         if operator is not None:
             operator.stop()
         bench.stop()
 
 
-def watch(kube: KubeAPIServer, operator: ManagedProcess, stop: threading.Event) -> None:
-    """Print each replica change, with the operator's log line explaining it."""
-    last = None
-    seen_lines = 0
-    while not stop.wait(0.3):
-        done = kube.kubectl(
-            "get",
-            "deployment",
-            "worker",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.spec.replicas}",
-            check=False,
+# --- the workload ---------------------------------------------------------------------------
+
+
+def setup(kube: KubeAPIServer, kafka: Kafka, store: Redis) -> None:
+    crds = kube_crds()
+    kube.kubectl("apply", "--server-side", "-f", "-", input=crds)
+    kube.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.autoscale.dev")
+    kube.kubectl("create", "namespace", NAMESPACE)
+    asyncio.run(create_topic(kafka))
+    client = redis.Redis.from_url(store.url)
+    client.xgroup_create(STREAM, "mailers", id="$", mkstream=True)
+    client.close()
+    triggers = {
+        "orders-worker": {
+            "type": "kafka",
+            "metadata": {
+                "bootstrapServers": kafka.bootstrap,
+                "consumerGroup": GROUP,
+                "topic": TOPIC,
+                "lagThreshold": "10",
+                "offsetResetPolicy": "earliest",
+            },
+        },
+        "emails-worker": {
+            "type": "redis-streams",
+            "metadata": {
+                "address": f"{LOOPBACK}:{store.port}",
+                "stream": STREAM,
+                "consumerGroup": "mailers",
+                "pendingEntriesCount": "3",
+            },
+        },
+    }
+    for name, trigger in triggers.items():
+        labels = {"app": name}
+        apply(
+            kube,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "worker", "image": f"example/{name}:1"}]},
+                    },
+                },
+            },
         )
-        count = done.stdout.strip() if done.returncode == 0 else None
-        lines = operator.log_path.read_text(errors="replace").splitlines()
-        reasons = [line for line in lines[seen_lines:] if " -> " in line]
-        seen_lines = len(lines)
-        if count != last and count is not None:
-            why = reasons[-1].split(": ", 1)[-1] if reasons else ""
-            say(f"  replicas: {last if last is not None else '?'} -> {count}   {why}")
-            last = count
+        apply(
+            kube,
+            {  # exactly a KEDA manifest but for its apiVersion
+                "apiVersion": "autoscale.dev/v1alpha1",
+                "kind": "ScaledObject",
+                "metadata": {"name": name},
+                "spec": {
+                    "scaleTargetRef": {"name": name},
+                    "pollingInterval": 1,
+                    "cooldownPeriod": COOLDOWN,
+                    "maxReplicaCount": 8,
+                    "triggers": [trigger],
+                },
+            },
+        )
 
 
-def deliver(client: Any, count: int) -> list[str]:
-    for i in range(count):
-        client.xadd(STREAM, {"order": str(i)})
-    delivered = client.xreadgroup("workers", "worker-1", {STREAM: ">"}, count=count)
-    return [entry_id for entry_id, _ in delivered[0][1]]
+def kube_crds() -> str:
+    from autoscale import crd_manifests
+
+    return crd_manifests.render_crds()
 
 
 def apply(kube: KubeAPIServer, manifest: dict[str, Any]) -> None:
     kube.kubectl("apply", "--server-side", "-n", NAMESPACE, "-f", "-", input=json.dumps(manifest))
 
 
-def deployment() -> dict[str, Any]:
-    labels = {"app": "worker"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "worker", "labels": labels},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [{"name": "worker", "image": "registry.example/order-worker:1"}]
-                },
-            },
-        },
-    }
+async def create_topic(kafka: Kafka) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(TOPIC, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
 
 
-def scaled_object(address: str) -> dict[str, Any]:
-    # Exactly a KEDA manifest, but for its apiVersion.
-    return {
-        "apiVersion": "autoscale.dev/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "worker"},
-        "spec": {
-            "scaleTargetRef": {"name": "worker"},
-            "pollingInterval": 1,
-            "cooldownPeriod": 10,
-            "maxReplicaCount": 8,
-            "triggers": [
-                {
-                    "type": "redis-streams",
-                    "metadata": {
-                        "address": address,
-                        "stream": STREAM,
-                        "consumerGroup": "workers",
-                        "pendingEntriesCount": "3",
-                    },
-                }
-            ],
-        },
-    }
+async def produce_orders(kafka: Kafka, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(TOPIC, f"order {i}".encode(), partition=i % 4)
+    finally:
+        await producer.stop()
+
+
+async def consume_orders(kafka: Kafka, count: int) -> None:
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=kafka.bootstrap,
+        group_id=GROUP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=2000)
+            seen += sum(len(records) for records in batch.values())
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+def deliver_emails(client: Any, count: int) -> list[str]:
+    for i in range(count):
+        client.xadd(STREAM, {"email": str(i)})
+    delivered = client.xreadgroup("mailers", "mailer-1", {STREAM: ">"}, count=count)
+    return [entry_id for entry_id, _ in delivered[0][1]]
+
+
+def wait_for_zero(kube: KubeAPIServer, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(replicas(kube, name) == "0" for name in OBJECTS):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the Deployments did not return to 0 in time")
+
+
+def replicas(kube: KubeAPIServer, name: str) -> str:
+    done = kube.kubectl(
+        "get", "deployment", name, "-n", NAMESPACE, "-o", "jsonpath={.spec.replicas}", check=False
+    )
+    return done.stdout.strip() if done.returncode == 0 else "?"
+
+
+# --- the live table -------------------------------------------------------------------------
+
+
+class Board:
+    """Redraws a small table every half second (or prints changes when not on a terminal)."""
+
+    def __init__(self, kube: KubeAPIServer, operator: ManagedProcess, metrics_port: int) -> None:
+        self.kube = kube
+        self.operator = operator
+        self.metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.live = sys.stdout.isatty()
+        self.drawn = 0
+        self.last: list[str] = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        if not self.stopped.is_set():
+            self.stopped.set()
+            self.thread.join(timeout=5)
+
+    def note(self, message: str) -> None:
+        with self.lock:
+            self.drawn = 0  # keep the note above the table
+            say(message)
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                self.draw(self.rows())
+
+    def rows(self) -> list[str]:
+        values = self.metrics()
+        decisions = self.decisions()
+        header = (
+            f"{'SCALEDOBJECT':<15} {'BACKLOG':>8} {'DESIRED':>8} {'REPLICAS':>9}  LAST DECISION"
+        )
+        rows = [header]
+        for name in OBJECTS:
+            backlog = values.get(("autoscale_scaler_metrics_value", name))
+            desired = values.get(("autoscale_scaledobject_desired_replicas", name))
+            rows.append(
+                f"{name:<15} {_fmt(backlog):>8} {_fmt(desired):>8} "
+                f"{replicas(self.kube, name):>9}  {decisions.get(name, '')[:70]}"
+            )
+        return rows
+
+    def draw(self, rows: list[str]) -> None:
+        if self.live:
+            if self.drawn:
+                sys.stdout.write(f"\x1b[{self.drawn}F")
+            for row in rows:
+                sys.stdout.write("\x1b[2K" + row + "\n")
+            sys.stdout.flush()
+            self.drawn = len(rows)
+        elif rows != self.last:
+            for row in rows[1:]:
+                if row not in self.last:
+                    say("  " + row)
+            self.last = rows
+
+    def metrics(self) -> dict[tuple[str, str], float]:
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        found: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name = sample.labels.get("scaledObject")
+                if name:
+                    found[(sample.name, name)] = sample.value
+        return found
+
+    def decisions(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for line in self.operator.log_path.read_text(errors="replace").splitlines():
+            for name in OBJECTS:
+                marker = f"{NAMESPACE}/{name} "
+                if marker in line and " -> " in line:
+                    found[name] = line.split(marker, 1)[1]
+        return found
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 if __name__ == "__main__":

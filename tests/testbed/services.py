@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import socket
 import threading
@@ -193,6 +194,9 @@ class Kafka:
 
     async def _probe(self) -> bool:
         from aiokafka import AIOKafkaProducer
+
+        # The first send creates the topic; aiokafka warns about it missing until then.
+        logging.getLogger("aiokafka.cluster").setLevel(logging.ERROR)
 
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
         try:
