@@ -32,5 +32,9 @@ def configure(*, log_format: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Client libraries are chatty at INFO and may echo request details: keep them at WARNING.
-    for noisy in ("kubernetes_asyncio", "aiokafka", "aiormq", "aio_pika", "botocore", "urllib3"):
+    for noisy in ("kubernetes_asyncio", "aiokafka", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiormq logs every refused connect and broker-side close at ERROR; the scaler reports
+    # those itself, once per failure streak.
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
