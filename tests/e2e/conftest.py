@@ -2,7 +2,9 @@
 
 `operator` starts `python -m autoscale run` as a separate process (as a user would run it),
 watching only the test's namespace, and stops it after the test; its log is attached to a
-failing test's report.
+failing test's report. It runs with the credentials of the ServiceAccount that deploy/base
+creates, bound by deploy/base's own RBAC (applied once per session), not as admin: a test that
+needs a permission the manifests lack fails here first.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 
 from autoscale import crd_manifests
-from tests.e2e.harness import Operator
+from tests.e2e.harness import REPO, Operator
 from tests.testbed.kube import KubeAPIServer
 from tests.testbed.services import Redis
 
@@ -43,12 +46,81 @@ def crds(kube: KubeAPIServer) -> KubeAPIServer:
     return kube
 
 
+OPERATOR_NAMESPACE = "autoscale-system"
+OPERATOR_SERVICE_ACCOUNT = "autoscale-operator"
+LEADER_ELECTION = "autoscale-operator-leader-election"
+RBAC_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+}
+
+
+@pytest.fixture(scope="session")
+def operator_rbac(crds: KubeAPIServer) -> list[dict[str, Any]]:
+    """deploy/base's Namespace, ServiceAccount, (Cluster)Roles and bindings, really applied."""
+    rendered = crds.kubectl("kustomize", str(REPO / "deploy" / "base")).stdout
+    objects = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in RBAC_KINDS]
+    crds.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=autoscale-tests",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(objects),
+    )
+    return objects
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(crds: KubeAPIServer, operator_rbac: list[dict[str, Any]]) -> Path:
+    """A token kubeconfig of deploy/base's ServiceAccount, once its RBAC is in force."""
+    path = crds.kubeconfig_for_service_account(
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+        path=crds.workdir / "operator-serviceaccount.kubeconfig",
+    )
+    deadline = time.monotonic() + 30
+    while crds.kubectl(
+        "auth", "can-i", "list", "scaledobjects.autoscale.dev", "-A", kubeconfig=path, check=False
+    ).returncode:
+        assert time.monotonic() < deadline, "the operator's RBAC never took effect"
+        time.sleep(0.2)
+    return path
+
+
+def bind_leader_election(
+    kube: KubeAPIServer, operator_rbac: list[dict[str, Any]], namespace: str
+) -> None:
+    """deploy/base's leader-election Role and RoleBinding, copied into `namespace`: there the
+    test's operator runs (POD_NAMESPACE), so there it keeps its Lease."""
+    copies = []
+    for obj in operator_rbac:
+        if obj["kind"] in {"Role", "RoleBinding"} and obj["metadata"]["name"] == LEADER_ELECTION:
+            copy = yaml.safe_load(yaml.safe_dump(obj))
+            copy["metadata"]["namespace"] = namespace
+            copies.append(copy)
+    assert len(copies) == 2, "deploy/base has no leader-election Role and RoleBinding"
+    kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(copies))
+
+
 @pytest.fixture
 def operator(
-    crds: KubeAPIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+    crds: KubeAPIServer,
+    namespace: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    operator_rbac: list[dict[str, Any]],
+    operator_kubeconfig: Path,
 ) -> Iterator[Callable[..., Operator]]:
-    """A factory: `operator()` starts one operator process for the test's namespace."""
+    """A factory: `operator()` starts one operator process for the test's namespace, with the
+    ServiceAccount credentials of deploy/base unless `kubeconfig=` names others."""
     started: list[Operator] = []
+    bind_leader_election(crds, operator_rbac, namespace)
 
     def start(
         *extra_args: str,
@@ -57,7 +129,7 @@ def operator(
         env: dict[str, str] | None = None,
     ) -> Operator:
         op = Operator(
-            kubeconfig=kubeconfig or crds.kubeconfig,
+            kubeconfig=kubeconfig or operator_kubeconfig,
             namespace=namespace,
             log_path=tmp_path / f"operator-{len(started)}.log",
             extra_args=extra_args,

@@ -127,7 +127,14 @@ class Candidates:
         return [e for e in self.electors.values() if e.is_leader]
 
     async def leader(self, within: float) -> LeaderElector:
-        await _until(lambda: len(self.leaders()) == 1, within, "no leader elected")
+        """The one leader, once its lead() has started."""
+
+        def elected() -> bool:
+            leaders = self.leaders()
+            running = self.terms.running()
+            return len(leaders) == 1 and [t.identity for t in running] == [leaders[0].identity]
+
+        await _until(elected, within, "no leader elected")
         return self.leaders()[0]
 
     async def stop(self, identity: str) -> None:

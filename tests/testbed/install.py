@@ -330,11 +330,24 @@ def install_helm(where: Paths) -> None:
         env=env,
     )
     _run(component, ["go", "mod", "tidy"], cwd=workdir, env=env)
+    # As helm's Makefile does: the default Kubernetes version (for `helm template` and kubeVersion
+    # checks) is the one of the client-go it is built with, v0.Y.Z meaning 1.Y.
+    client_go = _run(
+        component,
+        ["go", "list", "-m", "-f", "{{.Version}}", "k8s.io/client-go"],
+        cwd=workdir,
+        env=env,
+    ).strip()
+    k8s_minor = client_go.split(".")[1]
     ldflags = " ".join(
         [
             "-s -w",
             f"-X helm.sh/helm/v3/internal/version.version={version}",
             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+            "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+            f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={k8s_minor}",
+            "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+            f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={k8s_minor}",
         ]
     )
     with building(where.helm_dir) as staging:
