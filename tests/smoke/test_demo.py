@@ -4,6 +4,7 @@ Deployments going 0 -> N -> 0 and exits cleanly; Ctrl-C part-way leaves no proce
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,11 +51,11 @@ def test_demo_scales_both_workers_to_n_and_back() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "orders-worker" in out
-    assert "0 -> 4: s0-kafka-orders=40" in out
-    assert "0 -> 3: s0-redis-streams-emails=9" in out
-    assert "4 -> 0: no trigger active" in out
-    assert "3 -> 0: no trigger active" in out
+    # Each worker is activated from 0 by its own trigger, and returns to 0 after the cooldown.
+    assert re.search(r"orders-worker .* 0 -> [1-8]: s0-kafka-orders=\d+ > 0", out), out
+    assert re.search(r"emails-worker .* 0 -> [1-8]: s0-redis-streams-emails=\d+ > 0", out), out
+    assert re.search(r"orders-worker .* [1-8] -> 0: no trigger active", out), out
+    assert re.search(r"emails-worker .* [1-8] -> 0: no trigger active", out), out
     assert "done: both Deployments went 0 -> N -> 0" in out
 
 

@@ -199,8 +199,9 @@ async def produce_orders(kafka: Kafka, count: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
     await producer.start()
     try:
-        for i in range(count):
-            await producer.send_and_wait(TOPIC, f"order {i}".encode(), partition=i % 4)
+        for i in range(count):  # one burst, so the backlog appears at once
+            await producer.send(TOPIC, f"order {i}".encode(), partition=i % 4)
+        await producer.flush()
     finally:
         await producer.stop()
 
