@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -38,6 +39,31 @@ class WatchExpiredError(KubeError):
 
 class NoScaleSubresourceError(KubeError):
     """The target's kind exists but has no `/scale` subresource."""
+
+
+class ApiUnreachableError(KubeError):
+    """The API server could not be reached, or the connection broke before the answer ended
+    (e.g. the apiserver restarting): retry later."""
+
+
+# What the HTTP client raises when the connection, not the server, fails: refused, reset,
+# closed mid-answer (aiohttp's ServerDisconnectedError and ClientPayloadError are not OSErrors),
+# or timed out.
+CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class ApiBusyError(KubeError):
+    """429 Too Many Requests or a 5xx: the server asks us to come back later; `retry_after` is
+    its Retry-After in seconds when it sent one."""
+
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+def _unreachable(exc: BaseException, what: str) -> ApiUnreachableError:
+    detail = str(exc) or type(exc).__name__
+    return ApiUnreachableError(f"{what}: API server unreachable ({detail})")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,17 +126,41 @@ async def connect(kubeconfig: str | None = None) -> client.ApiClient:
 
 def _translate(exc: ApiException, what: str) -> KubeError:
     """Our error for an API failure; the message carries the server's, never request bodies."""
-    reason = exc.reason or ""
+    return _http_error(exc.status, exc.reason, exc.body, exc.headers, what)
+
+
+def _http_error(
+    status: int | None,
+    reason: str | None,
+    body: bytes | str | None,
+    headers: Mapping[str, str] | None,
+    what: str,
+) -> KubeError:
+    reason = reason or ""
     with contextlib.suppress(ValueError, TypeError, AttributeError):
-        reason = json.loads(exc.body or b"{}").get("message", reason)
-    message = f"{what}: {exc.status} {reason}".strip()
-    if exc.status == 404:
+        reason = json.loads(body or b"{}").get("message", reason)
+    message = f"{what}: {status} {reason}".strip()
+    if status == 404:
         return TargetNotFoundError(message, status=404)
-    if exc.status == 409:
+    if status == 409:
         return ConflictError(message, status=409)
-    if exc.status == 410:
+    if status == 410:
         return WatchExpiredError(message, status=410)
-    return KubeError(message, status=exc.status)
+    if status is not None and (status == 429 or status >= 500):
+        return ApiBusyError(message, status=status, retry_after=_retry_after(headers))
+    return KubeError(message, status=status)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Retry-After in seconds (the apiserver sends whole seconds), or None."""
+    raw = None
+    with contextlib.suppress(AttributeError, TypeError):
+        raw = headers.get("Retry-After") if headers is not None else None
+    try:
+        seconds = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 class Kube:
@@ -140,6 +190,8 @@ class Kube:
                 )
         except ApiException as exc:
             raise _translate(exc, "listing ScaledObjects") from None
+        except CONNECTION_ERRORS as exc:
+            raise _unreachable(exc, "listing ScaledObjects") from None
         return list(listing.get("items", [])), str(listing["metadata"]["resourceVersion"])
 
     def watch_scaled_objects(
@@ -180,12 +232,26 @@ class Kube:
             )
         except ApiException as exc:
             raise _translate(exc, f"watching {collection}") from None
+        except CONNECTION_ERRORS as exc:
+            raise _unreachable(exc, f"watching {collection}") from None
         async with response:
+            if response.status != 200:  # not raised for us: the content was not preloaded
+                body = b""
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    body = await response.read()
+                what = f"watching {collection}"
+                raise _http_error(response.status, response.reason, body, response.headers, what)
             while True:
-                line = await response.content.readline()
+                try:
+                    line = await response.content.readline()
+                except CONNECTION_ERRORS as exc:
+                    raise _unreachable(exc, f"watching {collection}") from None
                 if not line:
                     return
                 event = json.loads(line)
+                if not isinstance(event, dict) or "type" not in event or "object" not in event:
+                    # Never quote the line: the collection may be Secrets.
+                    raise KubeError(f"watching {collection}: a line that is not a watch event")
                 if event.get("type") == "ERROR":
                     status = event.get("object", {})
                     code = status.get("code")
@@ -296,29 +362,37 @@ class Kube:
     async def _get_json(
         self, path: str, query: list[tuple[str, str]] | None = None
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.api.call_api(
-            path,
-            "GET",
-            query_params=query or [],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            response_types_map={200: "object"},
-            _return_http_data_only=True,
-        )
+        """GET a JSON object; ApiException for an error answer, ApiUnreachableError when no
+        answer came."""
+        try:
+            result: dict[str, Any] = await self.api.call_api(
+                path,
+                "GET",
+                query_params=query or [],
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object"},
+                _return_http_data_only=True,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise _unreachable(exc, f"GET {path}") from None
         return result
 
     async def _send_json(self, method: str, path: str, body: Any) -> dict[str, Any]:
         """POST a JSON body, or PATCH it as a JSON merge patch."""
         content_type = MERGE_PATCH if method == "PATCH" else "application/json"
-        result: dict[str, Any] = await self.api.call_api(
-            path,
-            method,
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            response_types_map={200: "object", 201: "object"},
-            _return_http_data_only=True,
-        )
+        try:
+            result: dict[str, Any] = await self.api.call_api(
+                path,
+                method,
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object", 201: "object"},
+                _return_http_data_only=True,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise _unreachable(exc, f"{method} {path}") from None
         return result
 
     # --- HPAs, secrets, events -----------------------------------------------------------
@@ -374,7 +448,7 @@ class Kube:
         try:
             path = f"/api/v1/namespaces/{metadata.get('namespace')}/events"
             await self._send_json("POST", path, body)
-        except (TimeoutError, ApiException) as exc:
+        except (KubeError, ApiException) as exc:
             log.warning("could not record event %s on %s: %s", reason, metadata.get("name"), exc)
 
 

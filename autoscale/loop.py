@@ -24,13 +24,20 @@ from autoscale.errors import (
     ScalerError,
     TargetNotFoundError,
 )
-from autoscale.kube import Kube, NoScaleSubresourceError, TargetResource
+from autoscale.kube import ApiBusyError, Kube, NoScaleSubresourceError, TargetResource
 from autoscale.model import ScaledObject, Trigger
 from autoscale.scalers.base import MetricSample, Scaler
 
 log = logging.getLogger(__name__)
 
 COMPOSITE_METRIC = "composite-metric"
+# After a 429 or 5xx from the API server, the loop's next tick waits the server's Retry-After
+# or the next step of this backoff, whichever is longer; a tick without one resets it.
+API_BACKOFF_INITIAL = 1.0
+API_BACKOFF_MAX = 60.0
+# A spec that cannot be used is tried again after 1 s, doubling up to 60 s.
+CONFIGURE_RETRY_INITIAL = 1.0
+CONFIGURE_RETRY_MAX = 60.0
 
 
 class ScalerFactory(Protocol):
@@ -158,6 +165,10 @@ class ScaleLoop:
         self.triggers: list[_Trigger] = []
         self.modifiers: formula.ScalingModifiers | None = None
         self.policy: replicas.ScalingPolicy | None = None
+        self._api_backoff = 0.0  # the current step; 0 while the API server answers
+        self._retry_at: float | None = None  # time.monotonic() before which no tick starts
+        self._throttled = False  # a 429 or 5xx during this tick
+        self._scale_failing = False  # the last /scale patch failed (one event per streak)
         created = so.metadata.creation_timestamp
         self.created_at = created.timestamp() if created else clock()
 
@@ -165,8 +176,15 @@ class ScaleLoop:
 
     async def run(self) -> None:
         try:
-            if not await self._configure():
-                await asyncio.Event().wait()  # invalid spec: wait for a new generation
+            retry = CONFIGURE_RETRY_INITIAL
+            while not await self._configure():
+                # Retried: a reference may be missing only for now (a TriggerAuthentication
+                # created later), or unreadable because the API server failed for a moment.
+                # A spec that is wrong stays reported, at no cost: conditions and events are
+                # written on change only.
+                await asyncio.sleep(retry * random.uniform(0.9, 1.1))
+                retry = min(retry * 2, CONFIGURE_RETRY_MAX)
+                await self.close()
             interval = float(self.so.spec.polling_interval)
             due = time.monotonic() + random.uniform(0, min(1.0, interval / 10))
             while True:
@@ -176,8 +194,13 @@ class ScaleLoop:
                 lateness = time.monotonic() - due
                 if self.observer:
                     self.observer.observe_lateness(max(0.0, lateness))
+                self._throttled = False
                 await self.tick()
+                if not self._throttled:
+                    self._api_backoff = 0.0
                 due += interval
+                if self._retry_at is not None and due < self._retry_at:
+                    due = self._retry_at  # the API server asked us to slow down
                 if due < time.monotonic():  # overran: skip missed ticks, never burst
                     due = time.monotonic() + interval
         finally:
@@ -231,9 +254,14 @@ class ScaleLoop:
             scale = await self.kube.get_scale(self.target, self.namespace, self.target_ref.name)
         except (TargetNotFoundError, NoScaleSubresourceError) as exc:
             self.target = None
-            await self._report_not_ready("ScaleTargetNotFound", str(exc))
+            message = str(exc)
+            if self.target_ref.name not in message:  # discovery errors name only the kind
+                ref = self.target_ref
+                message = f"{ref.kind} {self.namespace}/{ref.name}: {message}"
+            await self._report_not_ready("ScaleTargetNotFound", message)
             return
         except KubeError as exc:
+            self._api_failed(exc)
             log.warning("%s: reading the scale target failed: %s", self.label, exc)
             await self._report_not_ready("ErrorGettingCurrentReplicas", str(exc))
             return
@@ -353,13 +381,17 @@ class ScaleLoop:
         try:
             await self.kube.patch_scale(self.target, self.namespace, self.target_ref.name, desired)
         except KubeError as exc:
+            self._api_failed(exc)
             log.warning("%s: scaling %d -> %d failed: %s", self.label, current, desired, exc)
-            await self.emit(
-                event_type="Warning",
-                reason="ScaleFailed",
-                message=f"scaling {current} -> {desired} failed: {exc}",
-            )
+            if not self._scale_failing:  # one event per streak of failures, not per attempt
+                await self.emit(
+                    event_type="Warning",
+                    reason="ScaleFailed",
+                    message=f"scaling {current} -> {desired} failed: {exc}",
+                )
+            self._scale_failing = True
             return False
+        self._scale_failing = False
         log.info(
             "%s %d -> %d: %s (%s)",
             self.label,
@@ -499,10 +531,23 @@ class ScaleLoop:
         except TargetNotFoundError:
             return  # the ScaledObject is gone; the controller stops this loop
         except KubeError as exc:
+            self._api_failed(exc)
             log.warning("%s: writing status failed: %s", self.label, exc)
             return
         self.state.last_status = body
         self.state.conditions = body["conditions"]
+
+    def _api_failed(self, exc: KubeError) -> None:
+        """After a 429 or 5xx, put the next tick off: by the server's Retry-After, or by an
+        exponential backoff (1 s, doubling, up to 60 s, with jitter), whichever is longer."""
+        if not isinstance(exc, ApiBusyError):
+            return
+        self._throttled = True
+        self._api_backoff = min(API_BACKOFF_MAX, self._api_backoff * 2 or API_BACKOFF_INITIAL)
+        delay = max(self._api_backoff * random.uniform(0.9, 1.1), exc.retry_after or 0.0)
+        retry_at = time.monotonic() + delay
+        if self._retry_at is None or retry_at > self._retry_at:
+            self._retry_at = retry_at
 
     async def _close_scaler(self, entry: _Trigger) -> None:
         scaler, entry.scaler = entry.scaler, None
