@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +147,45 @@ def signing_key_pair() -> KeyPair:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return KeyPair(public, _pem_key(key))
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """The TLS files of one TLS-only bench service, and what its clients are given.
+
+    A CA of its own, the server's key pair for 127.0.0.1 and localhost, and a client key pair
+    signed by the same CA, all written under one directory (the services read files).
+    """
+
+    ca_pem: bytes
+    client: KeyPair
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+    @classmethod
+    def create(cls, directory: Path, name: str, *, client_name: str = "scaler") -> ServerTLS:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = TinyCA(f"{name}-ca")
+        ca_file, _ = ca.write(directory, "ca")
+        server = ca.issue(name, hosts=("127.0.0.1", "localhost"), server=True)
+        cert_file, key_file = server.write(directory, "server")
+        client = ca.issue(client_name, client=True)
+        client_cert_file, client_key_file = client.write(directory, "client")
+        return cls(
+            ca_pem=ca.cert_pem,
+            client=client,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            client_cert_file=client_cert_file,
+            client_key_file=client_key_file,
+        )
+
+    def client_context(self) -> ssl.SSLContext:
+        """Trusts only this CA and presents the client certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(self.client_cert_file, self.client_key_file)
+        return context

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from tests.testbed import versions
 from tests.testbed.install import Paths
+from tests.testbed.pki import ServerTLS
 from tests.testbed.procs import LOOPBACK, ManagedProcess, free_port, http_ok, port_open, wait_until
 
 
@@ -92,18 +93,48 @@ class Kafka:
     """A single-node Apache Kafka 4.x in KRaft mode (broker and controller in one JVM).
 
     `bootstrap` is a PLAINTEXT listener; `sasl_bootstrap` a SASL_PLAINTEXT one accepting the
-    USERS by PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+    USERS by PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512. With `tls` (opt-in), `sasl_ssl_bootstrap`
+    is a SASL_SSL listener too: the same users and mechanisms over TLS, the server certificate
+    from `tls`, no client certificate asked for.
     """
 
     USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 
-    def __init__(self, where: Paths, workdir: Path) -> None:
+    def __init__(self, where: Paths, workdir: Path, *, tls: ServerTLS | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.sasl_port = free_port()
         controller_port = free_port()
         self.bootstrap = f"{LOOPBACK}:{self.port}"
         self.sasl_bootstrap = f"{LOOPBACK}:{self.sasl_port}"
+        self.sasl_ssl_bootstrap: str | None = None
+        tls_listener: list[str] = []
+        tls_settings: list[str] = []
+        if tls is not None:
+            self.sasl_ssl_bootstrap = f"{LOOPBACK}:{free_port()}"
+            tls_listener = [f"SASL_SSL://{self.sasl_ssl_bootstrap}"]
+            keystore = workdir / "server.pem"  # Kafka's PEM keystore: the key, then the chain
+            keystore.write_bytes(tls.key_file.read_bytes() + tls.cert_file.read_bytes())
+            tls_settings = [
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={keystore}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={tls.ca_file}",
+                "listener.name.sasl_ssl.ssl.client.auth=none",
+                "listener.name.sasl_ssl.plain.sasl.jaas.config="
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                + " ".join(f'user_{u}="{p}"' for u, p in self.USERS.items())
+                + ";",
+                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+        listeners = [
+            f"PLAINTEXT://{LOOPBACK}:{self.port}",
+            f"SASL_PLAINTEXT://{LOOPBACK}:{self.sasl_port}",
+            *tls_listener,
+        ]
         properties = workdir / "server.properties"
         properties.write_text(
             "\n".join(
@@ -111,15 +142,14 @@ class Kafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
-                    f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},"
-                    f"SASL_PLAINTEXT://{LOOPBACK}:{self.sasl_port},"
-                    f"CONTROLLER://{LOOPBACK}:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{self.bootstrap},"
-                    f"SASL_PLAINTEXT://{self.sasl_bootstrap}",
+                    "listeners="
+                    + ",".join([*listeners, f"CONTROLLER://{LOOPBACK}:{controller_port}"]),
+                    "advertised.listeners=" + ",".join(listeners),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
                     "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
-                    "SASL_PLAINTEXT:SASL_PLAINTEXT",
+                    "SASL_PLAINTEXT:SASL_PLAINTEXT" + (",SASL_SSL:SASL_SSL" if tls else ""),
+                    *tls_settings,
                     # SASL users for tests of credentials: PLAIN and SCRAM-SHA-512.
                     "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
                     "listener.name.sasl_plaintext.plain.sasl.jaas.config="
@@ -184,6 +214,9 @@ class Kafka:
         )
         self.processes = [self.process]
         wait_until(self.process, lambda: port_open(self.port), timeout=90, what="listening")
+        if self.sasl_ssl_bootstrap is not None:
+            tls_port = int(self.sasl_ssl_bootstrap.rsplit(":", 1)[1])
+            wait_until(self.process, lambda: port_open(tls_port), timeout=30, what="on TLS")
         wait_until(
             self.process,
             lambda: bool(_run_coroutine(self._probe())),
@@ -207,7 +240,10 @@ class Kafka:
             await producer.stop()
 
     def endpoint(self) -> dict[str, str]:
-        return {"bootstrap": self.bootstrap, "sasl_bootstrap": self.sasl_bootstrap}
+        found = {"bootstrap": self.bootstrap, "sasl_bootstrap": self.sasl_bootstrap}
+        if self.sasl_ssl_bootstrap is not None:
+            found["sasl_ssl_bootstrap"] = self.sasl_ssl_bootstrap
+        return found
 
     def stop(self) -> None:
         self.process.stop()
@@ -217,23 +253,48 @@ class Kafka:
 
 
 class RabbitMQ:
-    """Debian's rabbitmq-server with the management plugin, on its own epmd and ports."""
+    """Debian's rabbitmq-server with the management plugin, on its own epmd and ports.
+
+    With `tls` (opt-in) it speaks TLS only, on the same two ports: AMQPS and the management API
+    over HTTPS, both requiring a client certificate signed by `tls`'s CA; `amqp` and
+    `management` are then amqps:// and https:// URLs.
+    """
 
     USER = "guest"  # the default user; allowed from loopback only, which is all we use
     PASSWORD = "guest"
 
-    def __init__(self, where: Paths, workdir: Path) -> None:
+    def __init__(self, where: Paths, workdir: Path, *, tls: ServerTLS | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.amqp_port = free_port()
         self.management_port = free_port()
         epmd_port = free_port()
         node = f"bench{self.amqp_port}"
+        self.client_context = tls.client_context() if tls is not None else None
+        listeners = [
+            f"listeners.tcp.default = {LOOPBACK}:{self.amqp_port}",
+            f"management.tcp.port = {self.management_port}",
+            f"management.tcp.ip = {LOOPBACK}",
+        ]
+        if tls is not None:
+            files = [
+                f"cacertfile = {tls.ca_file}",
+                f"certfile = {tls.cert_file}",
+                f"keyfile = {tls.key_file}",
+                "verify = verify_peer",
+                "fail_if_no_peer_cert = true",
+            ]
+            listeners = [
+                "listeners.tcp = none",
+                f"listeners.ssl.default = {LOOPBACK}:{self.amqp_port}",
+                *(f"ssl_options.{line}" for line in files),
+                f"management.ssl.port = {self.management_port}",
+                f"management.ssl.ip = {LOOPBACK}",
+                *(f"management.ssl.{line}" for line in files),
+            ]
         (workdir / "rabbitmq.conf").write_text(
             "\n".join(
                 [
-                    f"listeners.tcp.default = {LOOPBACK}:{self.amqp_port}",
-                    f"management.tcp.port = {self.management_port}",
-                    f"management.tcp.ip = {LOOPBACK}",
+                    *listeners,
                     # Refresh queue statistics every second so tests read fresh depths.
                     "collect_statistics_interval = 1000",
                     "log.console = true",
@@ -278,16 +339,18 @@ class RabbitMQ:
             cwd=workdir,
         )
         self.processes = [self.process, self.epmd]
-        self.amqp = f"amqp://{self.USER}:{self.PASSWORD}@{LOOPBACK}:{self.amqp_port}/"
-        self.management = f"http://{self.USER}:{self.PASSWORD}@{LOOPBACK}:{self.management_port}"
+        amqp, http = ("amqps", "https") if tls is not None else ("amqp", "http")
+        self.amqp = f"{amqp}://{self.USER}:{self.PASSWORD}@{LOOPBACK}:{self.amqp_port}/"
+        self.management = f"{http}://{self.USER}:{self.PASSWORD}@{LOOPBACK}:{self.management_port}"
         auth = base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode()
         wait_until(
             self.process,
             lambda: (
                 port_open(self.amqp_port)
                 and http_ok(
-                    f"http://{LOOPBACK}:{self.management_port}/api/overview",
+                    self.management_url("/api/overview"),
                     headers={"Authorization": f"Basic {auth}"},
+                    context=self.client_context,
                 )
             ),
             timeout=120,
@@ -300,7 +363,8 @@ class RabbitMQ:
 
     def management_url(self, path: str) -> str:
         """An absolute management-API URL without credentials in it (pass them as auth)."""
-        return f"http://{LOOPBACK}:{self.management_port}{path}"
+        scheme = "https" if self.client_context is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.management_port}{path}"
 
     def stop(self) -> None:
         self.process.stop(timeout=30)
@@ -311,18 +375,38 @@ class RabbitMQ:
 
 
 class Redis:
-    """Debian's redis-server, in-memory only."""
+    """Debian's redis-server, in-memory only.
 
-    def __init__(self, where: Paths, workdir: Path) -> None:
+    With `tls` (opt-in) it speaks TLS only, on `port`, and requires a client certificate signed
+    by `tls`'s CA; `url` is then a rediss:// URL.
+    """
+
+    def __init__(self, where: Paths, workdir: Path, *, tls: ServerTLS | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.client_context = tls.client_context() if tls is not None else None
+        self.url = f"{'rediss' if tls else 'redis'}://{LOOPBACK}:{self.port}/0"
+        listen = ["--port", str(self.port)]
+        if tls is not None:
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(tls.cert_file),
+                "--tls-key-file",
+                str(tls.key_file),
+                "--tls-ca-cert-file",
+                str(tls.ca_file),
+                "--tls-auth-clients",
+                "yes",
+            ]
         self.process = ManagedProcess(
             "redis-server",
             [
                 versions.DEBIAN["redis"][0],
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 LOOPBACK,
                 "--save",
@@ -340,7 +424,12 @@ class Redis:
         wait_until(self.process, self._pong, timeout=30, what="answering PING")
 
     def _pong(self) -> bool:
-        with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
+        with socket.create_connection((LOOPBACK, self.port), timeout=1) as raw:
+            sock = (
+                self.client_context.wrap_socket(raw, server_hostname=LOOPBACK)
+                if self.client_context is not None
+                else raw
+            )
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
 
@@ -391,14 +480,33 @@ class Prometheus:
     `add_target(name, "127.0.0.1:P")` writes a file-based service-discovery entry, which
     Prometheus picks up within a second or two. The remote-write receiver is on as well, so a
     benchmark can push series without running exporters.
+
+    With `tls` (opt-in) its web endpoints speak HTTPS only and require a client certificate
+    signed by `tls`'s CA; `url` is then an https:// URL (scraping stays plain HTTP).
     """
 
-    def __init__(self, where: Paths, workdir: Path) -> None:
+    def __init__(self, where: Paths, workdir: Path, *, tls: ServerTLS | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.targets_dir = workdir / "targets"
         self.targets_dir.mkdir(exist_ok=True)
         self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{LOOPBACK}:{self.port}"
+        self.client_context = tls.client_context() if tls is not None else None
+        web_config: list[str] = []
+        if tls is not None:
+            (workdir / "web.yml").write_text(
+                "\n".join(
+                    [
+                        "tls_server_config:",
+                        f"  cert_file: {tls.cert_file}",
+                        f"  key_file: {tls.key_file}",
+                        f"  client_ca_file: {tls.ca_file}",
+                        "  client_auth_type: RequireAndVerifyClientCert",
+                        "",
+                    ]
+                )
+            )
+            web_config = [f"--web.config.file={workdir / 'web.yml'}"]
         (workdir / "prometheus.yml").write_text(
             "\n".join(
                 [
@@ -424,11 +532,17 @@ class Prometheus:
                 "--web.enable-remote-write-receiver",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                *web_config,
             ],
             log_path=workdir / "prometheus.log",
         )
         self.processes = [self.process]
-        wait_until(self.process, lambda: http_ok(f"{self.url}/-/ready"), timeout=60, what="ready")
+        wait_until(
+            self.process,
+            lambda: http_ok(f"{self.url}/-/ready", context=self.client_context),
+            timeout=60,
+            what="ready",
+        )
 
     def add_target(self, name: str, address: str, labels: dict[str, str] | None = None) -> None:
         entry = [{"targets": [address], "labels": {"job": name, **(labels or {})}}]
@@ -442,7 +556,7 @@ class Prometheus:
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query through the HTTP API (for the bench's own waits)."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=self.client_context) as response:
             body = json.load(response)
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
