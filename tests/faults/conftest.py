@@ -1,9 +1,12 @@
 """Fault-test fixtures: private services a test may stop, kill, freeze or restart (a Redis, a
-kube-apiserver with its etcd), a TCP server that never answers, the fault-injecting API proxy,
-and the e2e fixtures (`crds`, `operator`, `stream`) reused as they are."""
+Kafka, a RabbitMQ, a moto server, a Prometheus, a kube-apiserver with its etcd), the TCP
+sockets a process holds (from /proc, to count connections on both ends), a TCP server that
+never answers, the fault-injecting API proxy, and the e2e fixtures (`crds`, `operator`,
+`stream`) reused as they are."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -29,7 +32,14 @@ from tests.e2e.workloads import condition, get, replicas
 from tests.faults.apiproxy import ApiProxy
 from tests.testbed import start_service
 from tests.testbed.kube import KubeAPIServer
-from tests.testbed.procs import LOOPBACK, ManagedProcess, free_port, wait_until
+from tests.testbed.procs import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    http_ok,
+    port_open,
+    wait_until,
+)
 from tests.testbed.services import Redis
 
 # --- waits -------------------------------------------------------------------------------------
@@ -314,3 +324,235 @@ def scale_writes(kube: KubeAPIServer, namespace: str, name: str | None = None) -
 
 
 OperatorFactory = Callable[..., Operator]
+
+
+# --- any source server that can go away and come back --------------------------------------------
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (a service's whole tree: the RabbitMQ start script
+    and its Erlang VM, a JVM...)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
+
+
+_TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def tcp_sockets(pids: list[int]) -> list[tuple[int, int, str]]:
+    """(local port, remote port, state) of every TCP socket the processes `pids` hold open,
+    read from /proc: what the kernel says, whatever the client library believes."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[9] in inodes:
+                    local = int(fields[1].rsplit(":", 1)[1], 16)
+                    remote = int(fields[2].rsplit(":", 1)[1], 16)
+                    found.append((local, remote, _TCP_STATES.get(fields[3], fields[3])))
+    return found
+
+
+def operator_sockets(pid: int, port: int) -> dict[str, int]:
+    """The operator process's TCP sockets to server port `port`, counted by state."""
+    counts: dict[str, int] = {}
+    for _, remote, state in tcp_sockets([pid]):
+        if remote == port:
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def server_sees(server_pgid: int, port: int, client_pid: int) -> int:
+    """How many connections on `port` the server (its whole process group) holds open from the
+    client process `client_pid` (matched by the client's local port), in any state."""
+    client_ports = {local for local, remote, _ in tcp_sockets([client_pid]) if remote == port}
+    return sum(
+        1
+        for local, remote, state in tcp_sockets(_group_pids(server_pgid))
+        if local == port and remote in client_ports and state != "LISTEN"
+    )
+
+
+class RestartableService:
+    """One bench service whose main process a test may stop and start again: the same command
+    line, environment and working directory, so the same ports and the same data directory
+    (a Kafka log dir, RabbitMQ's mnesia, Prometheus' TSDB; moto and Redis keep nothing).
+    `freeze()`/`thaw()` SIGSTOP/SIGCONT it: connections are accepted, nobody answers."""
+
+    def __init__(
+        self,
+        service: Any,
+        *,
+        port: int,
+        ready: Callable[[], bool],
+        ready_timeout: float = 90,
+    ) -> None:
+        self.service = service
+        self.port = port
+        self._ready = ready
+        self._ready_timeout = ready_timeout
+        process: ManagedProcess = service.process
+        self._name = process.name
+        self._args = list(process.args)
+        self._log = process.log_path
+        # What the bench started it with (the RabbitMQ script is the group leader and keeps the
+        # environment it was given).
+        raw = Path(f"/proc/{process.pid}/environ").read_bytes()
+        self._env = dict(
+            item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item
+        )
+        self._cwd = Path(os.readlink(f"/proc/{process.pid}/cwd"))
+        self.restarts = 0
+
+    @property
+    def process(self) -> ManagedProcess:
+        process: ManagedProcess = self.service.process
+        return process
+
+    def stop(self) -> None:
+        self.process.stop(timeout=30)
+
+    def start(self) -> None:
+        """Run the same command again and wait until the service answers a real request."""
+        deadline = time.monotonic() + self._ready_timeout
+        old = self.process
+        while True:  # the port can linger a moment after the old process died
+            process = ManagedProcess(
+                self._name, self._args, log_path=self._log, env=self._env, cwd=self._cwd
+            )
+            try:
+                wait_until(
+                    process,
+                    self._ready,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    what="ready again after a restart",
+                    interval=0.3,
+                )
+                break
+            except Exception:
+                process.stop()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self.service.process = process
+        self.service.processes = [process if p is old else p for p in self.service.processes]
+        self.restarts += 1
+
+    def freeze(self) -> None:
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGCONT)
+
+    def server_sees(self, client_pid: int) -> int:
+        return server_sees(self.process.pid, self.port, client_pid)
+
+    def close(self) -> None:
+        self.thaw()
+        self.service.stop()
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[RestartableService]:
+    """A private single-node Kafka; restarts keep its port, cluster id and log dir (topics,
+    messages and committed offsets survive)."""
+    from tests.testbed.services import Kafka, _run_coroutine
+
+    kafka = start_service("kafka", tmp_path)
+    assert isinstance(kafka, Kafka)
+    restartable = RestartableService(
+        kafka,
+        port=kafka.port,
+        ready=lambda: port_open(kafka.port) and bool(_run_coroutine(kafka._probe())),
+    )
+    yield restartable
+    restartable.close()
+
+
+@pytest.fixture
+def own_rabbitmq(tmp_path: Path) -> Iterator[RestartableService]:
+    """A private RabbitMQ; a restart stops and starts the node (its epmd stays), same ports and
+    mnesia: durable queues and persistent messages survive."""
+    from tests.testbed.services import RabbitMQ
+
+    rabbit = start_service("rabbitmq", tmp_path)
+    assert isinstance(rabbit, RabbitMQ)
+    auth = base64.b64encode(f"{rabbit.USER}:{rabbit.PASSWORD}".encode()).decode()
+    restartable = RestartableService(
+        rabbit,
+        port=rabbit.amqp_port,
+        ready=lambda: (
+            port_open(rabbit.amqp_port)
+            and http_ok(
+                rabbit.management_url("/api/overview"), headers={"Authorization": f"Basic {auth}"}
+            )
+        ),
+        ready_timeout=120,
+    )
+    yield restartable
+    restartable.close()
+
+
+@pytest.fixture
+def own_sqs(tmp_path: Path) -> Iterator[RestartableService]:
+    """A private moto server; a restart keeps the port and forgets every queue."""
+    from tests.testbed.services import SQS
+
+    sqs = start_service("sqs", tmp_path)
+    assert isinstance(sqs, SQS)
+    restartable = RestartableService(
+        sqs, port=sqs.port, ready=lambda: http_ok(f"{sqs.url}/moto-api/")
+    )
+    yield restartable
+    restartable.close()
+
+
+@pytest.fixture
+def own_prometheus(tmp_path: Path) -> Iterator[RestartableService]:
+    """A private Prometheus; a restart keeps its port, targets and TSDB."""
+    from tests.testbed.services import Prometheus
+
+    prometheus = start_service("prometheus", tmp_path)
+    assert isinstance(prometheus, Prometheus)
+    restartable = RestartableService(
+        prometheus, port=prometheus.port, ready=lambda: http_ok(f"{prometheus.url}/-/ready")
+    )
+    yield restartable
+    restartable.close()
