@@ -603,6 +603,33 @@ def test_a_single_replica_may_run_without_leader_election(helm: Path, tmp_path: 
     assert not [o for o in objects if "leader-election" in o["metadata"]["name"]]
 
 
+def test_sharding_runs_every_replica_with_shards_and_names_each_lease_in_the_role(
+    kube: KubeAPIServer, helm: Path, service_monitor_crd: None, tmp_path: Path
+) -> None:
+    values = {"replicas": 3, "leaderElection": {"enabled": False}, "sharding": {"shards": 3}}
+    objects = documents(helm_template(helm, tmp_path, values).stdout)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--shards=3" in args
+    assert "--leader-elect=false" in args
+    assert "--lease-name=autoscale-operator" in args
+    (role,) = [
+        o for o in objects if o["kind"] == "Role" and "leader-election" in o["metadata"]["name"]
+    ]
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named[0]["resourceNames"] == [
+        "autoscale-operator",
+        *(f"autoscale-operator-{part}-{i}" for i in range(3) for part in ("shard", "member")),
+    ]
+    dry_run_everything(kube, objects)
+
+
+def test_sharding_and_leader_election_are_refused_together(helm: Path, tmp_path: Path) -> None:
+    result = helm_template(helm, tmp_path, {"sharding": {"shards": 4}}, check=False)
+    assert result.returncode != 0
+    assert "sharding.shards and leaderElection.enabled exclude each other" in result.stderr
+
+
 # --- RBAC, both ways -----------------------------------------------------------------------------
 
 
