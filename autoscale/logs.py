@@ -32,9 +32,10 @@ def configure(*, log_format: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Client libraries are chatty at INFO and may echo request details: keep them at WARNING.
-    for noisy in ("kubernetes_asyncio", "aiokafka", "botocore", "urllib3"):
+    for noisy in ("kubernetes_asyncio", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # aiormq logs every refused connect and broker-side close at ERROR; the scaler reports
-    # those itself, once per failure streak.
-    for noisy in ("aiormq", "aio_pika"):
+    # aiormq logs every refused connect and broker-side close at ERROR, aiokafka every failed
+    # bootstrap ("Unable connect to ...", twice a second during a broker outage); the scalers
+    # report those themselves, once per failure streak.
+    for noisy in ("aiormq", "aio_pika", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
