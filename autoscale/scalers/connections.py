@@ -13,6 +13,12 @@ plaintext stays in the scaler's config and in the client itself, nowhere else.
 
 This module knows no client library. It must not log keys' contents beyond their repr, which
 therefore must not show secrets either.
+
+Sources that coalesce reads (Kafka's offsets batcher, Redis' auto-pipelining, Prometheus'
+shared in-flight queries) count what they send in `coalescing_counters()`: per source, the
+scaler reads served and the round trips (requests, pipelines) actually sent. Their ratio is
+what coalescing saves; the counters are plain integers, cheap to bump on every read, and carry
+no key, address or query (nothing that could hold a secret).
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["Lease", "SharedClients", "secret_digest"]
+__all__ = [
+    "CoalescingCounters",
+    "Lease",
+    "SharedClients",
+    "all_coalescing_counters",
+    "coalescing_counters",
+    "secret_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,34 @@ def secret_digest(secret: str | bytes | None) -> str | None:
         return None
     data = secret.encode() if isinstance(secret, str) else secret
     return hmac.new(_DIGEST_KEY, data, hashlib.sha256).hexdigest()
+
+
+@dataclass(slots=True)
+class CoalescingCounters:
+    """What one source's coalescing saved, since the process started (monotonic counts)."""
+
+    reads: int = 0  # reads scalers asked for (one per request a poll would send on its own)
+    round_trips: int = 0  # requests or pipelines actually sent to the source
+
+
+_COUNTERS: dict[str, CoalescingCounters] = {}
+
+
+def all_coalescing_counters() -> dict[str, CoalescingCounters]:
+    """Every source's counters so far, by source name (a copy: safe to read while polls run)."""
+    return {
+        source: CoalescingCounters(counters.reads, counters.round_trips)
+        for source, counters in _COUNTERS.items()
+    }
+
+
+def coalescing_counters(source: str) -> CoalescingCounters:
+    """The process-wide counters of `source` ("kafka", "redis", "prometheus"), created on first
+    use; callers bump them, exporters read them."""
+    counters = _COUNTERS.get(source)
+    if counters is None:
+        counters = _COUNTERS[source] = CoalescingCounters()
+    return counters
 
 
 @dataclass(slots=True, eq=False)

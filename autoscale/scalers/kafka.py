@@ -1,11 +1,11 @@
 """`type: kafka`: scale on a Kafka consumer group's lag, parameter for parameter as KEDA's.
 
-What a poll reads, in at most four round trips on one shared client:
+What a poll reads, through the batcher of its shared client (see "Coalescing" below):
 
 1. the group's committed offsets (OffsetFetch for every partition the group has committed, to
    the group's coordinator, which is looked up once and remembered);
 2. the partitions of `topic` or, without `topic`, of every topic the group has committed
-   offsets for (Metadata, asking the broker *not* to create missing topics);
+   offsets for (Metadata, asking the broker *not* to create missing topics; cached briefly);
 3. each partition's end offset, and (only with `offsetResetPolicy: earliest` and partitions
    the group has not committed yet) its start offset (ListOffsets, one request per leader).
 
@@ -49,6 +49,27 @@ mechanisms: `plaintext` (PLAIN), `scram_sha256`, `scram_sha512` and `oauthbearer
 `version` and `fullMetadata` are accepted and ignored (aiokafka negotiates the protocol
 version; each poll asks for the metadata of its own topics only).
 
+Coalescing: the scalers sharing a client read through its `_OffsetsBatcher`, so that 10,000
+ScaledObjects on a few clusters do not cost 30,000 requests per polling interval. Each kind of
+read is collected for COALESCE_WINDOW (10 ms) from the first one, then sent as one OffsetFetch
+per consumer group and one ListOffsets per leader broker (and kind of offset) for the union of
+what was asked; every reader gets back its own keys only. Why a window rather than joining a
+request already in flight: a request sent before a poll started would hand it offsets older
+than the poll, and 10 ms is nothing against a polling interval of seconds, while the operator
+spreads ticks evenly over the interval, so at 333 polls/s a window holds a few polls of which
+all but the first save their ListOffsets (and their OffsetFetch when they share a group).
+Topic layouts (partitions and leaders) are cached for TOPIC_CACHE_TTL (10 s) and dropped when a
+leader answers with an error or does not answer, and a poll reads them again (once) when its
+group has committed a partition the cached layout lacks or when reading offsets failed with the
+cached layout; a layout with an error or a leaderless partition is never cached, so a missing
+topic is asked about on every poll (and still never created). Errors stay with their keys: an
+unknown topic, a group whose coordinator cannot be found, a partition's error code fail only
+the polls that asked for that topic, group or partition; a request that fails as a whole (a
+broker unreachable) fails the polls that needed that broker. A reader's wait is shielded, so a
+poll that reaches its own timeout (still POLL_TIMEOUT) does not cancel the batch others wait
+for; the batch itself is bounded too. `coalescing_counters("kafka")` counts reads asked for
+(one per request the poll would have sent alone) and requests sent.
+
 Connections: one `aiokafka.AIOKafkaClient` per bootstrap servers, TLS settings, SASL settings
 and credential digest, leased from SharedClients on the first poll and shared by every trigger
 of every ScaledObject with the same settings (KEDA opens a client per trigger). The requests
@@ -75,10 +96,10 @@ import ssl
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final, NamedTuple, Self
+from typing import Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar
 
 import aiohttp
 import aiokafka.errors
@@ -92,13 +113,20 @@ from aiokafka.protocol.offset import OffsetRequest
 from autoscale.errors import ConfigError, ScalerError, ScalerQueryError, ScalerUnavailableError
 from autoscale.scalers import registry
 from autoscale.scalers.base import MetricSample, MetricType
-from autoscale.scalers.connections import Lease, SharedClients, secret_digest
+from autoscale.scalers.connections import (
+    Lease,
+    SharedClients,
+    coalescing_counters,
+    secret_digest,
+)
 from autoscale.scalers.params import AUTH, ENV, METADATA, parse_params
 from autoscale.scalers.params import param as _param
 
 __all__ = [
+    "COALESCE_WINDOW",
     "POLL_TIMEOUT",
     "REQUEST_TIMEOUT",
+    "TOPIC_CACHE_TTL",
     "ClientCredentialsTokenProvider",
     "KafkaConfig",
     "KafkaConnection",
@@ -121,6 +149,11 @@ POLL_TIMEOUT: Final = 8.0  # seconds for a whole poll (the operator's own limit 
 METADATA_MAX_AGE: Final = 300.0  # seconds between the client's background metadata refreshes
 TOKEN_EARLY_REFRESH: Final = 10.0  # seconds before expiry an OAuth token is renewed
 CLIENT_ID: Final = "autoscale"
+COALESCE_WINDOW: Final = 0.01  # seconds a batch of reads stays open before it is sent
+TOPIC_CACHE_TTL: Final = 10.0  # seconds a topic's partitions and leaders are reused
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 LATEST_OFFSET: Final = -1  # ListOffsets timestamps
 EARLIEST_OFFSET: Final = -2
@@ -780,6 +813,10 @@ class KafkaConnection:
 
     client: Any  # aiokafka.AIOKafkaClient, bootstrapped
     token_provider: ClientCredentialsTokenProvider | None = None
+    batcher: _OffsetsBatcher = field(init=False)  # every read of every scaler goes through it
+
+    def __post_init__(self) -> None:
+        self.batcher = _OffsetsBatcher(self.client)
 
 
 def _client_options(
@@ -883,6 +920,7 @@ async def _diagnose(server: str, options: Mapping[str, Any]) -> None:
 
 async def _close_connection(connection: KafkaConnection) -> None:
     try:
+        await connection.batcher.aclose()
         await connection.client.close()
     finally:
         if connection.token_provider is not None:
@@ -947,37 +985,6 @@ async def _describe_topics(client: Any, topics: Sequence[str]) -> dict[str, _Top
     return layouts
 
 
-async def _list_offsets(
-    client: Any, leaders: Mapping[Partition, int], timestamp: int
-) -> dict[Partition, int]:
-    """End (LATEST_OFFSET) or start (EARLIEST_OFFSET) offsets, one request per leader in
-    parallel. A partition the broker leaves out of its answer is left out here too."""
-    by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
-    for partition, leader in leaders.items():
-        by_leader.setdefault(leader, {}).setdefault(partition.topic, []).append(
-            (partition.partition, timestamp)
-        )
-
-    async def ask(leader: int, topics: dict[str, list[tuple[int, int]]]) -> Any:
-        request = OffsetRequest(-1, READ_UNCOMMITTED, list(topics.items()))
-        return (await _send(client, leader, request)).to_object()
-
-    responses = await _gather(*(ask(leader, topics) for leader, topics in by_leader.items()))
-    offsets: dict[Partition, int] = {}
-    for response in responses:
-        for topic in response["topics"]:
-            for row in topic["partitions"]:
-                partition = Partition(topic["topic"], row["partition"])
-                if row["error_code"]:
-                    what = "end" if timestamp == LATEST_OFFSET else "start"
-                    where = f"reading the {what} offset of {partition.topic}/{partition.partition}"
-                    raise _broker_error(row["error_code"], where)
-                offset = row["offset"] if "offset" in row else (row.get("offsets") or [-1])[0]
-                if offset >= 0:
-                    offsets[partition] = offset
-    return offsets
-
-
 async def _gather(*calls: Any) -> list[Any]:
     """Run `calls` together; every one finishes (each is bounded by the request timeout) and
     the first failure, if any, is raised."""
@@ -986,6 +993,266 @@ async def _gather(*calls: Any) -> list[Any]:
         if isinstance(result, BaseException):
             raise result
     return list(results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coalescing: the reads of every scaler on one shared client, batched per broker and per group
+
+
+_STALE_LAYOUT_CODES: Final = frozenset(
+    {
+        aiokafka.errors.UnknownTopicOrPartitionError.errno,
+        aiokafka.errors.LeaderNotAvailableError.errno,
+        aiokafka.errors.NotLeaderForPartitionError.errno,
+        aiokafka.errors.ReplicaNotAvailableError.errno,
+        aiokafka.errors.KafkaStorageError.errno,
+    }
+)
+
+
+def _retrieve(answer: asyncio.Future[Any]) -> None:
+    """Mark a shared answer's exception as seen: every reader may have timed out already."""
+    if not answer.cancelled():
+        answer.exception()
+
+
+class _Batch(Generic[K, V]):
+    """Reads of keys that arrive within `window` seconds of the first one are fetched by one
+    call of `fetch` with all of their keys; each reader gets the values of its own keys.
+
+    `fetch` takes {key: hint} (a hint is what sending needs, e.g. the partition's leader) and
+    returns {key: value or exception}; a key it leaves out is left out of the readers' answers
+    too. A reader's wait is shielded: a reader that times out does not cancel the fetch that
+    the other readers of the batch wait for.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[dict[K, Any]], Awaitable[Mapping[K, V | BaseException]]],
+        *,
+        window: float,
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        self._fetch = fetch
+        self._window = window
+        self._tasks = tasks
+        self._pending: dict[K, Any] = {}
+        self._answer: asyncio.Future[Mapping[K, V | BaseException]] | None = None
+
+    async def read(self, keys: Mapping[K, Any]) -> dict[K, V]:
+        """The values of `keys`; raises the error of the first key (in `keys` order) that
+        failed, or the error that failed the whole fetch."""
+        answer = self._answer
+        if answer is None:
+            loop = asyncio.get_running_loop()
+            answer = self._answer = loop.create_future()
+            answer.add_done_callback(_retrieve)
+            task = loop.create_task(self._send(answer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _: self._abandon(answer))
+        self._pending.update(keys)
+        values = await asyncio.shield(answer)
+        mine: dict[K, V] = {}
+        for key in keys:
+            if key not in values:
+                continue
+            value = values[key]
+            if isinstance(value, BaseException):
+                raise value
+            mine[key] = value
+        return mine
+
+    def _abandon(self, answer: asyncio.Future[Mapping[K, V | BaseException]]) -> None:
+        """After the batch's task ended: fail its readers if it never answered them (it was
+        cancelled, perhaps before it even started), and let later readers open a new batch."""
+        if self._answer is answer:
+            self._pending, self._answer = {}, None
+        if not answer.done():
+            answer.set_exception(ScalerUnavailableError("the shared client was closed"))
+
+    async def _send(self, answer: asyncio.Future[Mapping[K, V | BaseException]]) -> None:
+        try:
+            try:
+                await asyncio.sleep(self._window)
+            finally:  # the batch is closed from here on: later readers start the next one
+                pending, self._pending, self._answer = self._pending, {}, None
+            async with asyncio.timeout(POLL_TIMEOUT):
+                values = await self._fetch(pending)
+        except asyncio.CancelledError:
+            if not answer.done():
+                answer.set_exception(ScalerUnavailableError("the shared client was closed"))
+            raise
+        except Exception as exc:
+            if not answer.done():
+                answer.set_exception(exc)
+        else:
+            if not answer.done():
+                answer.set_result(values)
+
+
+class _OffsetsBatcher:
+    """The coalescing reader of one shared client: see "Coalescing" in the module docstring.
+
+    Three batches, each collecting reads for COALESCE_WINDOW seconds: committed offsets (one
+    OffsetFetch per consumer group, to its coordinator), topic layouts (one Metadata request
+    for every topic not in the cache) and log offsets (one ListOffsets per leader broker and
+    per kind of offset). Coordinators are remembered per group, topic layouts for
+    TOPIC_CACHE_TTL seconds (only complete ones: no error, every partition with a leader).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        window: float = COALESCE_WINDOW,
+        topic_ttl: float = TOPIC_CACHE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._topic_ttl = topic_ttl
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._committed: _Batch[str, dict[Partition, int]] = _Batch(
+            self._fetch_committed, window=window, tasks=self._tasks
+        )
+        self._topics: _Batch[str, _TopicLayout] = _Batch(
+            self._fetch_topics, window=window, tasks=self._tasks
+        )
+        self._offsets: _Batch[tuple[Partition, int], int] = _Batch(
+            self._fetch_offsets, window=window, tasks=self._tasks
+        )
+        self._coordinators: dict[str, int] = {}
+        self._layouts: dict[str, tuple[float, _TopicLayout]] = {}
+        self._counters = coalescing_counters("kafka")
+
+    async def aclose(self) -> None:
+        """Cancel the batches being collected or sent; their readers get an error."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def committed(self, group: str) -> dict[Partition, int]:
+        """Every offset `group` has committed (see _committed_offsets)."""
+        self._counters.reads += 1
+        return (await self._committed.read({group: None}))[group]
+
+    async def topics(
+        self, topics: Sequence[str], *, refresh: bool = False
+    ) -> dict[str, _TopicLayout]:
+        """The layouts of `topics`, from the cache unless stale or `refresh`; a topic the
+        broker leaves out of its answer is left out."""
+        self._counters.reads += 1
+        now = self._clock()
+        layouts: dict[str, _TopicLayout] = {}
+        missing: dict[str, None] = {}
+        for topic in topics:
+            cached = self._layouts.get(topic)
+            if cached is not None and not refresh and now - cached[0] < self._topic_ttl:
+                layouts[topic] = cached[1]
+            else:
+                missing[topic] = None
+        if missing:
+            layouts.update(await self._topics.read(missing))
+        return layouts
+
+    async def offsets(
+        self, leaders: Mapping[Partition, int], timestamp: int
+    ) -> dict[Partition, int]:
+        """End (LATEST_OFFSET) or start (EARLIEST_OFFSET) offsets of these partitions, asked of
+        their leaders; a partition the broker leaves out (or answers -1 for) is left out."""
+        self._counters.reads += len(set(leaders.values()))
+        values = await self._offsets.read({(p, timestamp): leader for p, leader in leaders.items()})
+        return {partition: offset for (partition, _), offset in values.items()}
+
+    # The fetches: each answers every key it was given, with a value or an exception.
+
+    async def _fetch_committed(
+        self, groups: dict[str, Any]
+    ) -> dict[str, dict[Partition, int] | BaseException]:
+        names = list(groups)
+        results = await asyncio.gather(
+            *(self._group_offsets(group) for group in names), return_exceptions=True
+        )
+        return dict(zip(names, results, strict=True))
+
+    async def _group_offsets(self, group: str) -> dict[Partition, int]:
+        """One group's offsets, through its coordinator: looked up once, and again (with one
+        immediate retry) when a request to it fails in a way that may mean it moved."""
+        client = self._client
+        for retry in (False, True):
+            coordinator = self._coordinators.get(group)
+            if coordinator is None:
+                if client.get_random_node() is None:
+                    raise ScalerUnavailableError("no broker of the cluster is known")
+                self._counters.round_trips += 1
+                coordinator = self._coordinators[group] = int(
+                    await client.coordinator_lookup(0, group)
+                )
+            try:
+                self._counters.round_trips += 1
+                return await _committed_offsets(client, group, coordinator)
+            except (ScalerUnavailableError, aiokafka.errors.KafkaError) as exc:
+                if not isinstance(exc, ScalerError) and not exc.retriable:
+                    raise
+                self._coordinators.pop(group, None)
+                if retry:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _fetch_topics(self, topics: dict[str, Any]) -> dict[str, _TopicLayout]:
+        self._counters.round_trips += 1
+        layouts = await _describe_topics(self._client, sorted(topics))
+        now = self._clock()
+        for topic, layout in layouts.items():
+            if layout.error == 0 and all(leader >= 0 for leader in layout.leaders.values()):
+                self._layouts[topic] = (now, layout)
+            else:
+                self._layouts.pop(topic, None)
+        return layouts
+
+    async def _fetch_offsets(
+        self, wanted: dict[tuple[Partition, int], Any]
+    ) -> dict[tuple[Partition, int], int | BaseException]:
+        requests: dict[tuple[int, int], dict[str, list[tuple[int, int]]]] = {}
+        for (partition, timestamp), leader in wanted.items():
+            topics = requests.setdefault((int(leader), timestamp), {})
+            topics.setdefault(partition.topic, []).append((partition.partition, timestamp))
+
+        async def ask(leader: int, topics: dict[str, list[tuple[int, int]]]) -> Any:
+            self._counters.round_trips += 1
+            request = OffsetRequest(-1, READ_UNCOMMITTED, list(topics.items()))
+            return (await _send(self._client, leader, request)).to_object()
+
+        batches = list(requests.items())
+        responses = await asyncio.gather(
+            *(ask(leader, topics) for (leader, _), topics in batches), return_exceptions=True
+        )
+        values: dict[tuple[Partition, int], int | BaseException] = {}
+        for ((_, timestamp), topics), response in zip(batches, responses, strict=True):
+            if isinstance(response, BaseException):  # the leader may have moved: look again
+                for topic, rows in topics.items():
+                    self._layouts.pop(topic, None)
+                    for number, _ in rows:
+                        values[(Partition(topic, number), timestamp)] = response
+                continue
+            for topic in response["topics"]:
+                for row in topic["partitions"]:
+                    partition = Partition(topic["topic"], row["partition"])
+                    if row["error_code"]:
+                        if row["error_code"] in _STALE_LAYOUT_CODES:
+                            self._layouts.pop(partition.topic, None)
+                        what = "end" if timestamp == LATEST_OFFSET else "start"
+                        where = (
+                            f"reading the {what} offset of {partition.topic}/{partition.partition}"
+                        )
+                        values[(partition, timestamp)] = _broker_error(row["error_code"], where)
+                        continue
+                    offset = row["offset"] if "offset" in row else (row.get("offsets") or [-1])[0]
+                    if offset >= 0:
+                        values[(partition, timestamp)] = offset
+        return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1021,7 +1288,6 @@ class KafkaScaler:
         self._lease: Lease[KafkaConnection] | None = None
         self._leasing = asyncio.Lock()
         self._token_provider: ClientCredentialsTokenProvider | None = None
-        self._coordinator: int | None = None
         self._previous: Mapping[Partition, int] = {}
 
     @classmethod
@@ -1071,7 +1337,7 @@ class KafkaScaler:
         with self._translate_errors():
             async with asyncio.timeout(self._timeout):
                 connection = await self._connection()
-                snapshot = await self._fetch(connection.client)
+                snapshot = await self._fetch(connection)
         with self._translate_errors():
             report = lag_from_offsets(snapshot, self.config, self._previous)
         self._previous = report.committed
@@ -1097,23 +1363,40 @@ class KafkaScaler:
                 self._token_provider = self._lease.client.token_provider
             return self._lease.client
 
-    async def _fetch(self, client: Any) -> OffsetsSnapshot:
-        """Read what lag_from_offsets needs; see the module docstring for the round trips."""
+    async def _fetch(self, connection: KafkaConnection) -> OffsetsSnapshot:
+        """Read what lag_from_offsets needs through the shared batcher (see the module
+        docstring): committed offsets and topic layouts together, then log offsets. A layout
+        from the cache is read again once within the poll when it looks stale: a committed
+        partition it lacks (partitions were added), or an error from a leader."""
         config = self.config
+        batcher = connection.batcher
         if config.topic:
+            topics = [config.topic]
             committed, layouts = await _gather(
-                self._committed(client), _describe_topics(client, [config.topic])
+                batcher.committed(config.consumer_group), batcher.topics(topics)
             )
         else:
-            committed = await self._committed(client)
+            committed = await batcher.committed(config.consumer_group)
             topics = sorted({p.topic for p in committed})
-            layouts = await _describe_topics(client, topics) if topics else {}
-        leaders = self._partitions(layouts)
-        ends = await _list_offsets(client, leaders, LATEST_OFFSET) if leaders else {}
-        starts: dict[Partition, int] = {}
-        uncommitted = {p: leader for p, leader in leaders.items() if p not in committed}
-        if config.needs_start_offsets and uncommitted:
-            starts = await _list_offsets(client, uncommitted, EARLIEST_OFFSET)
+            layouts = await batcher.topics(topics) if topics else {}
+        fresh = False
+        if any(
+            p.topic in layouts and p.partition not in layouts[p.topic].leaders for p in committed
+        ):
+            layouts, fresh = await batcher.topics(topics, refresh=True), True
+        while True:
+            leaders = self._partitions(layouts)
+            uncommitted = {p: leader for p, leader in leaders.items() if p not in committed}
+            try:
+                ends = await batcher.offsets(leaders, LATEST_OFFSET) if leaders else {}
+                starts: dict[Partition, int] = {}
+                if config.needs_start_offsets and uncommitted:
+                    starts = await batcher.offsets(uncommitted, EARLIEST_OFFSET)
+                break
+            except ScalerError:
+                if fresh:
+                    raise
+                layouts, fresh = await batcher.topics(topics, refresh=True), True
         partitions = {}
         for partition, end in ends.items():
             start = starts.get(partition)
@@ -1151,25 +1434,6 @@ class KafkaScaler:
                 f'none of the partitions in "partitionLimitation" exist in topic "{config.topic}"'
             )
         return leaders
-
-    async def _committed(self, client: Any) -> dict[Partition, int]:
-        """The group's committed offsets, through its coordinator: looked up once, and again
-        (with one immediate retry) when a request to it fails in a way that may mean it moved."""
-        group = self.config.consumer_group
-        for retry in (False, True):
-            if self._coordinator is None:
-                if client.get_random_node() is None:
-                    raise ScalerUnavailableError("no broker of the cluster is known")
-                self._coordinator = int(await client.coordinator_lookup(0, group))
-            try:
-                return await _committed_offsets(client, group, self._coordinator)
-            except (ScalerUnavailableError, aiokafka.errors.KafkaError) as exc:
-                if not isinstance(exc, ScalerError) and not exc.retriable:
-                    raise
-                self._coordinator = None
-                if retry:
-                    raise
-        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def _translate_errors(self) -> Iterator[None]:

@@ -53,7 +53,12 @@ pool of `autoscale.scalers.blocking`, never on the event loop. One PrometheusCon
 requests.Session and its connection pool) is leased from SharedClients on the first poll and
 shared by every trigger with the same server, credentials, headers and TLS settings; KEDA opens
 one HTTP client per trigger. Requests are never retried inside a poll (the library's default
-would retry with back-off for seconds); the next poll is the retry. Error messages carry
+would retry with back-off for seconds); the next poll is the retry. Polls of the same query
+(same parameters and timeout) on one shared client while that query is in flight share its
+request (SharedPrometheus): the thread pool and Prometheus see one request, each scaler
+interprets the answer with its own settings, and nothing outlives the request, so no answer
+is older than the poll that reads it. `coalescing_counters("prometheus")` counts polls
+served and requests sent. Error messages carry
 Prometheus' answer or the network reason, never the request's headers, and every credential is
 scrubbed from them; the library's exception is dropped, not chained, since its text may hold
 the response body.
@@ -72,7 +77,7 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -90,7 +95,12 @@ import autoscale
 from autoscale.errors import ConfigError, ScalerError, ScalerQueryError, ScalerUnavailableError
 from autoscale.scalers import blocking, registry
 from autoscale.scalers.base import MetricSample, MetricType
-from autoscale.scalers.connections import Lease, SharedClients, secret_digest
+from autoscale.scalers.connections import (
+    Lease,
+    SharedClients,
+    coalescing_counters,
+    secret_digest,
+)
 from autoscale.scalers.params import AUTH, METADATA, parse_params
 from autoscale.scalers.params import param as _param
 
@@ -107,7 +117,9 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT: Final = 3.0  # seconds: KEDA_HTTP_DEFAULT_TIMEOUT's default, 3000 ms
-MAX_CONNECTIONS: Final = blocking.MAX_WORKERS  # per shared client: one per worker thread
+# Per shared client (one server and credentials): requests in flight at once, and pooled
+# connections. Polls beyond it wait (within their timeout), sharing requests meanwhile.
+MAX_CONNECTIONS: Final = min(4, blocking.MAX_WORKERS)
 USER_AGENT: Final = f"autoscale/{autoscale.__version__}"
 # Every name KEDA's authModes accepts; "oauth" is refused and "apiKey" ignored (validate()).
 AUTH_MODES: Final = ("bearer", "basic", "tls", "custom", "oauth", "apiKey")
@@ -651,8 +663,66 @@ def _open_client(config: PrometheusConfig) -> PrometheusConnect:
     )
 
 
-async def _close_client(client: PrometheusConnect) -> None:
-    await blocking.run_blocking(client.close)
+async def _close_client(shared: SharedPrometheus) -> None:
+    await blocking.run_blocking(shared.client.close)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a shared query's exception as seen: every poll waiting for it may have timed out."""
+    if not task.cancelled():
+        task.exception()
+
+
+class SharedPrometheus:
+    """What one shared lease holds: the client, and the queries in flight on it.
+
+    A poll whose query (with its parameters and timeout) is already in flight on this client
+    waits for that request's answer instead of sending its own: the server, credentials,
+    headers and TLS settings are the client's, so the answer is the same. The answer (or
+    error) is shared; each scaler interprets it with its own settings. Nothing is cached
+    beyond the request's lifetime: a poll never reads an answer older than its own start.
+
+    At most MAX_CONNECTIONS requests are in flight at once (so at most that many connections
+    to the server, and worker threads, per client); a query waiting for its turn is shared by
+    the polls of it arriving meanwhile, and is not sent at all if every one of them gave up.
+    """
+
+    __slots__ = ("_counters", "_in_flight", "_slots", "_waiting", "client")
+
+    def __init__(self, client: PrometheusConnect) -> None:
+        self.client = client
+        self._in_flight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._waiting: dict[Hashable, int] = {}
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._counters = coalescing_counters("prometheus")
+
+    async def query(self, key: Hashable, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """`fetch()`'s answer, shared with every concurrent query of the same `key`."""
+        self._counters.reads += 1
+        request = self._in_flight.get(key)
+        if request is None:
+            request = self._in_flight[key] = asyncio.ensure_future(self._send(key, fetch))
+            request.add_done_callback(_retrieve)
+            request.add_done_callback(lambda done: self._forget(key, done))
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            # Shielded: a poll that times out leaves the request to the others waiting for it.
+            return await asyncio.shield(request)
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+
+    async def _send(self, key: Hashable, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        async with self._slots:
+            if not self._waiting.get(key):
+                raise TimeoutError("every poll of this query gave up before it was sent")
+            self._counters.round_trips += 1
+            return await fetch()
+
+    def _forget(self, key: Hashable, request: asyncio.Future[Any]) -> None:
+        if self._in_flight.get(key) is request:
+            del self._in_flight[key]
 
 
 class _NotPrometheusError(Exception):
@@ -688,7 +758,9 @@ class PrometheusScaler:
         self.timeout = config.timeout_seconds
         self._params = query_params(config)
         self._connections = connections
-        self._lease: Lease[PrometheusConnect] | None = None
+        self._lease: Lease[SharedPrometheus] | None = None
+        # Equal keys (on one shared client) are the same request: see SharedPrometheus.
+        self._query_key = (config.query, tuple(sorted(self._params.items())), self.timeout)
         self._leasing = asyncio.Lock()
 
     @classmethod
@@ -738,8 +810,10 @@ class PrometheusScaler:
         ScalerQueryError if its answer cannot be scaled on."""
         try:
             async with asyncio.timeout(self.timeout):
-                client = await self._client()
-                result = await blocking.run_blocking(self._fetch, client)
+                shared = await self._client()
+                result = await shared.query(
+                    self._query_key, lambda: blocking.run_blocking(self._fetch, shared.client)
+                )
             value = result_to_value(
                 infer_result_type(result), result, self.config.ignore_null_values
             )
@@ -770,13 +844,13 @@ class PrometheusScaler:
         if lease is not None:
             await lease.release()
 
-    async def _client(self) -> PrometheusConnect:
+    async def _client(self) -> SharedPrometheus:
         async with self._leasing:
             if self._lease is None:
                 config = self.config
 
-                async def open_client() -> PrometheusConnect:
-                    return await blocking.run_blocking(_open_client, config)
+                async def open_client() -> SharedPrometheus:
+                    return SharedPrometheus(await blocking.run_blocking(_open_client, config))
 
                 self._lease = await self._connections.acquire(
                     self.endpoint, open_client, _close_client

@@ -20,7 +20,7 @@ What a poll reads, and what a missing key or group means (KEDA's behaviour, kept
 - stream length: XLEN reads a missing stream as 0.
 - pending entries: XPENDING answers NOGROUP for a missing stream or group. That is a
   ScalerQueryError, not 0: a misspelt group would otherwise scale the workload to zero.
-- lag: XINFO GROUPS and XLEN in one pipelined round trip. A missing stream is 0 (nothing to
+- lag: XINFO GROUPS and XLEN in one round trip. A missing stream is 0 (nothing to
   do yet). A missing group counts every entry of the stream (XLEN): the workers that create the
   group may be the ones scaled to zero. A NULL lag (Redis cannot compute it after deletions
   inside the group's unread range, or for a group created at an arbitrary ID) also falls back
@@ -40,7 +40,15 @@ Differences from KEDA, all on the side of safety:
 
 Connections: the client (a bounded connection pool) is leased from SharedClients on the first
 poll and shared with every trigger reading the same address, database, user, password and TLS
-settings; KEDA opens one client per trigger. The client is built from parts, never from a URL,
+settings; KEDA opens one client per trigger. Every poll's commands go through the client's
+AutoPipeline: the commands of the polls waiting at one time are sent as one pipelined round
+trip (non-transactional, one reply or error per command), the next as soon as the previous
+returns. Polls that the operator spreads over the interval mostly arrive alone and are sent at
+once, with no added delay; when they pile up (a burst, a slow server) they share round trips
+and use one connection of the pool. A window was not used: it would delay every poll to save
+round trips only under load, when the in-flight round trip already gathers the next batch.
+`coalescing_counters("redis")` counts polls served and round trips sent.
+The client is built from parts, never from a URL,
 so no library message can carry the password; each poll is bounded by POLL_TIMEOUT and the
 sockets by CONNECT_TIMEOUT / COMMAND_TIMEOUT. I/O (`RedisStreamsScaler._fetch`) is kept apart
 from interpretation (`sample_from_snapshot`, pure).
@@ -54,13 +62,14 @@ import enum
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, Self
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -68,7 +77,12 @@ from redis.backoff import NoBackoff
 from autoscale.errors import ConfigError, ScalerQueryError, ScalerUnavailableError
 from autoscale.scalers import registry
 from autoscale.scalers.base import MetricSample, MetricType
-from autoscale.scalers.connections import Lease, SharedClients, secret_digest
+from autoscale.scalers.connections import (
+    Lease,
+    SharedClients,
+    coalescing_counters,
+    secret_digest,
+)
 from autoscale.scalers.params import AUTH, ENV, METADATA, parse_params
 from autoscale.scalers.params import param as _param
 
@@ -439,7 +453,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _open_client(config: RedisStreamsConfig) -> redis.asyncio.Redis:
+async def _open_client(config: RedisStreamsConfig) -> SharedRedis:
     """A client with its own bounded pool; no connection is made until the first command."""
     host, port = config.host_port
     options: dict[str, Any] = {
@@ -461,11 +475,146 @@ async def _open_client(config: RedisStreamsConfig) -> redis.asyncio.Redis:
     if config.use_tls:
         options["connection_class"] = _PreparedTLSConnection
         options["tls_context"] = _tls_context(config)
-    return redis.asyncio.Redis.from_pool(BlockingConnectionPool(**options))
+    return SharedRedis(redis.asyncio.Redis.from_pool(BlockingConnectionPool(**options)))
 
 
-async def _close_client(client: redis.asyncio.Redis) -> None:
-    await client.aclose()
+async def _close_client(shared: SharedRedis) -> None:
+    try:
+        await shared.pipeline.aclose()
+    finally:
+        await shared.client.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# Auto-pipelining
+
+Command = Callable[[Pipeline], object]  # queues one command on a pipeline, e.g. p.xlen(key)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a reply's exception as seen: its poll may have timed out already."""
+    if not future.cancelled():
+        future.exception()
+
+
+class AutoPipeline:
+    """Sends the commands of concurrent polls on one client as pipelined round trips.
+
+    A poll queues its commands and waits. While no round trip is in flight, the queue is sent
+    at the next turn of the event loop (polls started in the same turn share it); while one is,
+    everything queued meanwhile goes in the next, sent as soon as it returns. So a quiet source
+    gets one round trip per poll, with no added delay, and a busy one one round trip per
+    reply's time however many polls wait: at most one connection of the pool in use.
+
+    Pipelines are not transactions (MULTI/EXEC would block the server for the whole batch and
+    fail it as a whole): each command gets its own reply or its own error, so a missing stream
+    fails only the poll that asked for it. An error of the round trip itself (the connection
+    broke, a socket timeout) fails every poll in it, as it would have failed each of them.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+        self._queue: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._trip: (
+            tuple[list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]], asyncio.Future[Any]]
+            | None
+        ) = None
+        self._closed = False
+        self._counters = coalescing_counters("redis")
+
+    async def execute(self, *commands: Command) -> list[Any]:
+        """The replies to `commands`, in order: each a value or the error Redis answered it
+        with. Raises what broke the round trip, if anything did."""
+        if self._closed:
+            raise redis.exceptions.ConnectionError("the shared client was closed")
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[list[Any]] = loop.create_future()
+        reply.add_done_callback(_retrieve)
+        reply.add_done_callback(self._gave_up)
+        self._queue.append((commands, reply))
+        self._counters.reads += 1
+        if self._sender is None:
+            self._sender = loop.create_task(self._send())
+        return await reply
+
+    def _gave_up(self, _: asyncio.Future[list[Any]]) -> None:
+        """When every poll of the round trip in flight is done (they timed out: the operator
+        cancels a poll at its timeout), cancel the round trip too. redis-py then drops its
+        connection at once, as it would for a lone command: a silent server is not held any
+        longer than the polls that wanted it, and the polls queued behind go out on a new one."""
+        if self._trip is not None and all(reply.done() for _, reply in self._trip[0]):
+            self._trip[1].cancel()
+
+    async def aclose(self) -> None:
+        """Stop sending; polls still waiting get a ConnectionError."""
+        self._closed = True
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        self._fail(self._queue, redis.exceptions.ConnectionError("the shared client was closed"))
+        self._queue = []
+
+    async def _send(self) -> None:
+        batch: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                batch = [(commands, reply) for commands, reply in batch if not reply.done()]
+                if not batch:
+                    continue
+                pipe = self._client.pipeline(transaction=False)
+                for commands, _ in batch:
+                    for command in commands:
+                        command(pipe)
+                self._counters.round_trips += 1
+                trip = asyncio.ensure_future(pipe.execute(raise_on_error=False))
+                self._trip = (batch, trip)
+                try:
+                    async with asyncio.timeout(POLL_TIMEOUT):
+                        replies = await trip
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not trip.cancelled() or (task is not None and task.cancelling()):
+                        raise
+                    continue  # every poll of the batch gave up (see _gave_up)
+                except Exception as exc:
+                    self._fail(batch, exc)
+                    continue
+                finally:
+                    self._trip = None
+                start = 0
+                for commands, reply in batch:
+                    if not reply.done():
+                        reply.set_result(list(replies[start : start + len(commands)]))
+                    start += len(commands)
+                batch = []
+        except asyncio.CancelledError:
+            self._fail(batch, redis.exceptions.ConnectionError("the shared client was closed"))
+            raise
+        finally:
+            if self._sender is asyncio.current_task():
+                self._sender = None
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]], exc: BaseException
+    ) -> None:
+        for _, reply in batch:
+            if not reply.done():
+                reply.set_exception(exc)
+
+
+@dataclass(slots=True, eq=False)
+class SharedRedis:
+    """What one shared lease holds: the client (its bounded pool) and its auto-pipeline."""
+
+    client: redis.asyncio.Redis
+    pipeline: AutoPipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = AutoPipeline(self.client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +646,7 @@ class RedisStreamsScaler:
         )
         self._connections = connections
         self._timeout = timeout
-        self._lease: Lease[redis.asyncio.Redis] | None = None
+        self._lease: Lease[SharedRedis] | None = None
         self._leasing = asyncio.Lock()
 
     @classmethod
@@ -557,7 +706,7 @@ class RedisStreamsScaler:
         if lease is not None:
             await lease.release()
 
-    async def _client(self) -> redis.asyncio.Redis:
+    async def _client(self) -> SharedRedis:
         async with self._leasing:
             if self._lease is None:
                 config = self.config
@@ -566,26 +715,31 @@ class RedisStreamsScaler:
                 )
             return self._lease.client
 
-    async def _fetch(self, client: redis.asyncio.Redis) -> StreamSnapshot:
-        """Read what the mode needs, in one round trip."""
+    async def _fetch(self, shared: SharedRedis) -> StreamSnapshot:
+        """Read what the mode needs: one or two commands, sent in the shared auto-pipeline."""
         config = self.config
+        stream = config.stream
         match config.mode:
             case Mode.STREAM_LENGTH:
-                return StreamSnapshot(length=int(await client.xlen(config.stream)))
+                (length,) = await shared.pipeline.execute(lambda p: p.xlen(stream))
+                if isinstance(length, Exception):
+                    raise length
+                return StreamSnapshot(length=int(length))
             case Mode.PENDING_ENTRIES:
-                assert config.consumer_group is not None  # the mode says so
-                try:
-                    summary = await client.xpending(config.stream, config.consumer_group)
-                except redis.exceptions.ResponseError as exc:
-                    if str(exc).startswith("NOGROUP"):
-                        return StreamSnapshot(no_group=True)
-                    raise
+                group = config.consumer_group
+                assert group is not None  # the mode says so
+                (summary,) = await shared.pipeline.execute(lambda p: p.xpending(stream, group))
+                if isinstance(summary, redis.exceptions.ResponseError) and str(summary).startswith(
+                    "NOGROUP"
+                ):
+                    return StreamSnapshot(no_group=True)
+                if isinstance(summary, Exception):
+                    raise summary
                 return StreamSnapshot(pending=int(summary["pending"]))
             case Mode.LAG:
-                pipe = client.pipeline(transaction=False)
-                pipe.xinfo_groups(config.stream)
-                pipe.xlen(config.stream)
-                groups, length = await pipe.execute(raise_on_error=False)
+                groups, length = await shared.pipeline.execute(
+                    lambda p: p.xinfo_groups(stream), lambda p: p.xlen(stream)
+                )
                 if isinstance(length, Exception):
                     raise length
                 if isinstance(groups, redis.exceptions.ResponseError):

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from cryptography.hazmat.primitives import serialization
@@ -903,3 +903,107 @@ async def test_oauthbearer_refused_client_secret_is_a_query_error(
     )
     assert OAUTH_SECRET not in all_text(info.value)
     assert token_server.issued == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Coalescing: the reads of many scalers on one shared client
+
+API_NAMES: dict[int, str] = {
+    2: "ListOffsets",
+    3: "Metadata",
+    9: "OffsetFetch",
+    10: "FindCoordinator",
+}
+
+
+def count_requests(scaler: KafkaScaler) -> dict[str, int]:
+    """Count what the scaler's shared client sends from now on, by request type (replacing the
+    client's own `send`, which every request of the scalers goes through)."""
+    assert scaler._lease is not None
+    client = scaler._lease.client.client
+    counts: dict[str, int] = {}
+    original = client.send
+
+    async def counted(node_id: int, request: Any, **kwargs: Any) -> Any:
+        name = API_NAMES.get(request.API_KEY, str(request.API_KEY))
+        counts[name] = counts.get(name, 0) + 1
+        return await original(node_id, request, **kwargs)
+
+    client.send = counted
+    return counts
+
+
+async def test_concurrent_polls_share_one_request_per_broker_and_group(
+    cluster: Cluster, connections: SharedClients, unique_name: str
+) -> None:
+    """19 scalers on one cluster (three of each of six triggers, four groups, two topics, and
+    one trigger on a missing topic), polled at once: each gets its own exact lag, the missing
+    topic fails only its own poll, and the cluster gets one OffsetFetch per group, one
+    ListOffsets per broker and kind of offset, and a Metadata request only for the topic the
+    cache cannot hold (the missing one): 7 requests for 19 polls."""
+    a = await cluster.topic(f"{unique_name}-a", [10, 5, 3])
+    b = await cluster.topic(f"{unique_name}-b", [4, 4])
+    g1, g2, g3, g0 = (f"{unique_name}-g{i}" for i in (1, 2, 3, 0))
+    await cluster.commit(g1, {(a, 0): 4, (a, 1): 5, (a, 2): 0})
+    await cluster.commit(g2, {(a, 0): 10, (a, 1): 0, (a, 2): 3})
+    await cluster.commit(g3, {(b, 0): 1, (b, 1): 4})
+    triggers: list[tuple[dict[str, str], float]] = [
+        ({"consumerGroup": g1, "topic": a}, 6 + 0 + 3),
+        ({"consumerGroup": g2, "topic": a}, 0 + 5 + 0),
+        ({"consumerGroup": g3, "topic": b}, 3 + 0),
+        ({"consumerGroup": g0, "topic": a}, 3),  # no commits, latest: 1 per partition
+        ({"consumerGroup": g0, "topic": a, "offsetResetPolicy": "earliest"}, 18),
+        ({"consumerGroup": g1}, 9),  # every topic g1 has committed offsets for
+    ]
+    cases: list[tuple[dict[str, str], float | None]] = [*triggers, *triggers, *triggers]
+    cases.append(({"consumerGroup": g1, "topic": f"{unique_name}-missing"}, None))
+    scalers = [
+        make(cluster.bootstrap, connections, {"lagThreshold": "1000", **metadata}, index=i)
+        for i, (metadata, _) in enumerate(cases)
+    ]
+    try:
+        await asyncio.gather(*(s.sample() for s in scalers), return_exceptions=True)
+        assert len(connections) == 1
+        assert scalers[0]._lease is not None
+        scalers[0]._lease.client.batcher._topic_ttl = 3600.0  # no expiry within this test
+        requests = count_requests(scalers[0])
+
+        results = await asyncio.gather(*(s.sample() for s in scalers), return_exceptions=True)
+
+        for result, (_, want) in zip(results, cases, strict=True):
+            if want is None:
+                assert isinstance(result, ScalerQueryError), result
+                assert f'topic "{unique_name}-missing" does not exist' in str(result)
+            else:
+                assert isinstance(result, MetricSample), result
+                assert result.value == want
+        assert requests == {"OffsetFetch": 4, "ListOffsets": 2, "Metadata": 1}
+    finally:
+        await asyncio.gather(*(s.aclose() for s in scalers))
+
+
+async def test_partitions_added_behind_the_cache_are_counted(
+    cluster: Cluster, connections: SharedClients, unique_name: str
+) -> None:
+    """A topic layout from the cache that lacks a partition the group has committed is read
+    again within the poll: the new partition's lag counts at once."""
+    topic = await cluster.topic(unique_name, [2])
+    group = f"{unique_name}-g"
+    await cluster.commit(group, {(topic, 0): 2})
+    scaler = make(cluster.bootstrap, connections, {"consumerGroup": group, "topic": topic})
+    try:
+        assert (await scaler.sample()).value == 0.0
+        assert scaler._lease is not None
+        scaler._lease.client.batcher._topic_ttl = 3600.0  # the layout stays cached
+        await cluster.admin.create_partitions({topic: NewPartitions(total_count=2)})
+        producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap)
+        await producer.start()
+        try:
+            for _ in range(3):
+                await producer.send_and_wait(topic, b"x", partition=1)
+        finally:
+            await producer.stop()
+        await cluster.commit(group, {(topic, 0): 2, (topic, 1): 1})
+        assert (await scaler.sample()).value == 2.0
+    finally:
+        await scaler.aclose()

@@ -481,6 +481,24 @@ async def test_scalers_of_one_server_share_one_session_and_connection(
     assert len(connections) == 0
 
 
+async def test_many_concurrent_queries_use_at_most_four_connections(
+    connections: SharedClients, proxy: Proxy
+) -> None:
+    """40 triggers, 20 distinct queries, polled at once through one shared client: every value
+    exact, at most 4 TCP connections reach the server, and identical queries in flight are
+    asked once (so at most 20 requests, however the polls interleave)."""
+    scalers = [
+        make(proxy.url, connections, {"query": f"vector({i % 20})"}, index=i) for i in range(40)
+    ]
+    try:
+        samples = await asyncio.gather(*(s.sample() for s in scalers))
+        assert [s.value for s in samples] == [float(i % 20) for i in range(40)]
+        assert len({seen.peer for seen in proxy.seen}) <= 4
+        assert len(proxy.seen) <= 20
+    finally:
+        await asyncio.gather(*(s.aclose() for s in scalers))
+
+
 # ---------------------------------------------------------------------------------------------
 # Unreachable, silent
 

@@ -416,7 +416,7 @@ async def test_password_authentication_and_no_password_in_any_text(
     )
     try:
         assert (await good.sample()).value == 2.0
-        pool_repr = repr(connections._entries[good.endpoint].client.connection_pool)
+        pool_repr = repr(connections._entries[good.endpoint].client.client.connection_pool)
         assert PASSWORD not in pool_repr
     finally:
         await good.aclose()
