@@ -17,6 +17,7 @@ from autoscale.metrics import Metrics
 from autoscale.scalers.connections import SharedClients
 from autoscale.scalers.registry import default_registry
 from autoscale.settings import Settings
+from autoscale.sharding import ShardManager
 from autoscale.triggers import TriggerScalers
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ async def run(settings: Settings) -> int:
     for problem in registry.problems():
         log.error("scaler plugin: %s", problem)
     references = kube.ObjectCache(client)
+    replica_cache = kube.ReplicaCache(client)
     scalers = TriggerScalers(
         registry=registry,
         connections=connections,
@@ -47,10 +49,15 @@ async def run(settings: Settings) -> int:
             namespaces=settings.namespaces,
             observer=metrics,
             poll_timeout=settings.poll_timeout,
+            replica_cache=replica_cache,
+            shard_count=settings.shards,
         )
         current[:] = [controller]
         try:
-            await controller.run()
+            if settings.shards:
+                await _run_sharded(controller, api, settings, metrics)
+            else:
+                await controller.run()
         finally:
             current.clear()
 
@@ -112,6 +119,7 @@ async def run(settings: Settings) -> int:
             sweeper.cancel()
     finally:
         await references.aclose()
+        await replica_cache.aclose()
         await connections.aclose()
         await client.close()
     log.info("stopped")
@@ -123,3 +131,25 @@ async def _sweep(references: kube.ObjectCache) -> None:
     while True:
         await asyncio.sleep(60)
         references.sweep()
+
+
+async def _run_sharded(
+    controller: Controller, api: object, settings: Settings, metrics: Metrics
+) -> None:
+    """`--shards K`: the controller watches everything and polls the shards the manager holds."""
+    manager = ShardManager(
+        api_client=api,
+        namespace=settings.lease_namespace,
+        name=settings.lease_name,
+        identity=settings.identity,
+        shards=settings.shards,
+        on_change=controller.set_shards,
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+    )
+    metrics.track_leader(lambda: bool(manager.held))
+    log.info("sharded: %s takes its share of %d shards", settings.identity, settings.shards)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(controller.run(), name="controller")
+        group.create_task(manager.run(), name="shards")

@@ -23,6 +23,18 @@ def _bool(raw: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {raw!r}")
 
 
+def _shards(raw: str) -> int:
+    from autoscale.sharding import MAX_SHARDS
+
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if not 0 <= value <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SHARDS}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscale", description="Event-driven autoscaler for Kubernetes."
@@ -108,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="elect a leader through a Lease; only the leader scales [AUTOSCALE_LEADER_ELECT]",
     )
     run.add_argument(
+        "--shards",
+        type=_shards,
+        default=_env("SHARDS", 0, _shards),
+        metavar="K",
+        help="split the ScaledObjects into K shards (Leases) spread over all running replicas, "
+        "each polling the shards it holds; 0: off. Excludes --leader-elect [AUTOSCALE_SHARDS]",
+    )
+    run.add_argument(
+        "--identity",
+        default=_env("IDENTITY", None),
+        help="this replica's name in Leases; unique per replica (default: hostname_pid) "
+        "[AUTOSCALE_IDENTITY]",
+    )
+    run.add_argument(
         "--lease-name",
         default=_env("LEASE_NAME", "autoscale-operator"),
         help="[AUTOSCALE_LEASE_NAME]",
@@ -174,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from autoscale import app, logs
     from autoscale.settings import Settings, default_identity, operator_namespace
 
+    if args.shards and args.leader_elect:
+        parser.error(
+            "--shards and --leader-elect exclude each other: with shards every replica is active"
+        )
     logs.configure(log_format=args.log_format, level=args.log_level)
     own_namespace = operator_namespace()
     settings = Settings(
@@ -183,12 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         leader_elect=args.leader_elect,
+        shards=args.shards,
         lease_name=args.lease_name,
         lease_namespace=args.lease_namespace or own_namespace,
         lease_duration=args.lease_duration,
         renew_deadline=args.renew_deadline,
         retry_period=args.retry_period,
-        identity=default_identity(),
+        identity=args.identity or default_identity(),
         operator_namespace=own_namespace,
         poll_timeout=args.poll_timeout,
         log_format=args.log_format,

@@ -4,7 +4,9 @@
   backoff; a loop restarts when the object's generation or annotations change;
 - a finalizer on every object, so deletion can restore the original replica count;
 - one owner per scale target: the oldest ScaledObject; others, and targets that an HPA
-  already scales, get Ready=False naming the owner and are never patched.
+  already scales, get Ready=False naming the owner and are never patched;
+- sharded (`shard_count` > 0): every object is watched, but only those in the shards this
+  replica holds (`set_shards`) get a loop, a finalizer or a status write.
 
 The controller never polls a source itself.
 """
@@ -20,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autoscale import model, status
+from autoscale import model, sharding, status
 from autoscale.errors import ConfigError, ConflictError, KubeError, TargetNotFoundError
-from autoscale.kube import Kube, WatchExpiredError
+from autoscale.kube import Kube, ReplicaCache, WatchExpiredError
 from autoscale.loop import Observer, ScaleLoop, ScalerFactory
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,11 @@ class Controller:
         namespaces: tuple[str, ...] = (),
         observer: Observer | None = None,
         poll_timeout: float = 10.0,
+        replica_cache: ReplicaCache | None = None,
+        shard_count: int = 0,
     ) -> None:
         self.kube = kube
+        self.replica_cache = replica_cache
         self.scalers = scalers
         self.namespaces = namespaces or (None,)
         self.observer = observer
@@ -70,6 +75,12 @@ class Controller:
         self.hpa_targets: dict[TargetKey, str] = {}
         self.synced = asyncio.Event()
         self._synced_namespaces: set[str | None] = set()
+        self.shard_count = shard_count
+        self.shards: frozenset[int] = frozenset()
+        """The shards this replica holds (used only when `shard_count` > 0)."""
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._adopting: asyncio.Task[None] | None = None
+        self._adopt_again = False
 
     async def run(self) -> None:
         """Watch until cancelled, then stop every loop (scale counts stay as they are)."""
@@ -79,6 +90,10 @@ class Controller:
                 for namespace in self.namespaces:
                     group.create_task(self._watch(namespace))
         finally:
+            if self._adopting is not None:
+                self._adopting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._adopting
             await self._stop_all()
 
     # --- watching ------------------------------------------------------------------------
@@ -133,10 +148,14 @@ class Controller:
         except ConfigError as exc:
             # The schema let it through (or it is a keda.sh object): report, never crash.
             await self._stop(uid)
-            await self._reject(raw, str(exc))
+            if self.owns(raw):
+                await self._reject(raw, str(exc))
             return
         self.objects[uid] = so
         self.raw[uid] = raw
+        if not self.owns(raw):
+            await self._stop(uid)  # another replica polls it, finalizes it and writes its status
+            return
         if so.metadata.deletion_timestamp is not None:
             await self._finalize(so, raw)
             return
@@ -150,6 +169,8 @@ class Controller:
             await self._stop(uid)
             if self.observer is not None:  # the new generation may have other triggers
                 self.observer.forget_object(so.metadata.namespace or "", so.name)
+        if not self.owns(raw) or uid in self.loops:
+            return  # its shard went away (or it was started) while we waited above
         self._start(uid, so, raw, fingerprint)
 
     # --- loops ---------------------------------------------------------------------------
@@ -174,6 +195,7 @@ class Controller:
             observer=self.observer,
             blocked_by=lambda: self.conflict(uid),
             poll_timeout=self.poll_timeout,
+            replica_cache=self.replica_cache,
         )
         task = asyncio.create_task(
             self._guard(loop), name=f"loop {so.metadata.namespace}/{so.name}"
@@ -200,12 +222,58 @@ class Controller:
         if running is None:
             return
         running.task.cancel()
+        self._stopping.add(running.task)
+        running.task.add_done_callback(self._stopping.discard)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
 
     async def _stop_all(self) -> None:
         for uid in list(self.loops):
             await self._stop(uid)
+
+    # --- sharding ------------------------------------------------------------------------
+
+    def owns(self, raw: Mapping[str, Any]) -> bool:
+        """Whether this replica polls the object: always, unless sharded and its shard (by
+        scale target, so rivals share one) is not held here."""
+        if self.shard_count <= 0:
+            return True
+        return sharding.shard_of(sharding.shard_key(raw), self.shard_count) in self.shards
+
+    async def set_shards(self, shards: frozenset[int]) -> None:
+        """Poll the objects of `shards` from now on. The loops of objects no longer ours have
+        stopped when this returns (the caller releases their Leases only then); objects that
+        became ours are handled as if just seen (finalizer, deletion, a fresh loop) by a
+        background task, so that the caller (renewing Leases) never waits for that."""
+        self.shards = frozenset(shards)
+        leaving = [uid for uid, raw in self.raw.items() if uid in self.loops and not self.owns(raw)]
+        for uid in leaving:
+            running = self.loops.pop(uid)
+            running.task.cancel()
+            self._stopping.add(running.task)
+            running.task.add_done_callback(self._stopping.discard)
+            so = self.objects.get(uid)
+            if so is not None and self.observer is not None:
+                self.observer.forget_object(so.metadata.namespace or "", so.name)
+        if self._stopping:
+            await asyncio.wait(set(self._stopping))
+        if self._adopting is None or self._adopting.done():
+            self._adopting = asyncio.create_task(self._adopt(), name="adopt shards")
+        else:
+            self._adopt_again = True
+
+    async def _adopt(self) -> None:
+        """Start what the held shards hold and nothing runs for; again if they changed since."""
+        while True:
+            self._adopt_again = False
+            for uid, raw in list(self.raw.items()):
+                if uid not in self.loops and self.owns(raw) and self.raw.get(uid) is raw:
+                    try:
+                        await self._handle("MODIFIED", raw)
+                    except Exception:
+                        log.exception("taking over %s failed", uid)
+            if not self._adopt_again:
+                return
 
     # --- ownership -----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,16 @@ SCALED_OBJECTS = "scaledobjects"
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "autoscale-operator"
 CONNECTION_POOL_SIZE = 256
+# A client-side bound on every request that is not a watch: a server that accepted the
+# connection but never answers must not hold a loop's tick past --poll-timeout. It bounds
+# connecting and each wait for the answer's bytes, not the wait for a free pooled connection:
+# thousands of loops starting at once queue for the pool, and must not time out there.
+REQUEST_TIMEOUT_SECONDS = 8.0
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(
+    sock_connect=REQUEST_TIMEOUT_SECONDS, sock_read=REQUEST_TIMEOUT_SECONDS
+)
+# Lists of watched collections come in pages, so 10,000 Deployments never sit in memory whole.
+LIST_PAGE_SIZE = 500
 
 
 class WatchExpiredError(KubeError):
@@ -102,6 +112,18 @@ class Scale:
     spec_replicas: int
     status_replicas: int
     selector: str | None = None
+    resource_version: str | None = None  # the target's, when the server told it
+
+
+def _scale(body: Mapping[str, Any]) -> Scale:
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    return Scale(
+        spec_replicas=int(spec.get("replicas") or 0),
+        status_replicas=int(status.get("replicas") or 0),
+        selector=status.get("selector"),
+        resource_version=str(version) if version else None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,22 +354,19 @@ class Kube:
             body = await self._get_json(target.path(namespace, name) + "/scale")
         except ApiException as exc:
             raise _translate(exc, f"reading /scale of {target.kind} {namespace}/{name}") from None
-        spec, status = body.get("spec") or {}, body.get("status") or {}
-        return Scale(
-            spec_replicas=int(spec.get("replicas") or 0),
-            status_replicas=int(status.get("replicas") or 0),
-            selector=status.get("selector"),
-        )
+        return _scale(body)
 
     async def patch_scale(
         self, target: TargetResource, namespace: str, name: str, replicas: int
-    ) -> None:
+    ) -> Scale:
+        """Set spec.replicas through /scale; the Scale the server answered with."""
         try:
-            await self._send_json(
+            body = await self._send_json(
                 "PATCH", target.path(namespace, name) + "/scale", {"spec": {"replicas": replicas}}
             )
         except ApiException as exc:
             raise _translate(exc, f"patching /scale of {target.kind} {namespace}/{name}") from None
+        return _scale(body if isinstance(body, Mapping) else {})
 
     async def get_object(self, target: TargetResource, namespace: str, name: str) -> dict[str, Any]:
         try:
@@ -373,6 +392,7 @@ class Kube:
                 auth_settings=["BearerToken"],
                 response_types_map={200: "object"},
                 _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except CONNECTION_ERRORS as exc:
             raise _unreachable(exc, f"GET {path}") from None
@@ -390,6 +410,7 @@ class Kube:
                 auth_settings=["BearerToken"],
                 response_types_map={200: "object", 201: "object"},
                 _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except CONNECTION_ERRORS as exc:
             raise _unreachable(exc, f"{method} {path}") from None
@@ -496,6 +517,28 @@ class _Collection:
         self.last_used = 0.0
         self.task: asyncio.Task[None] | None = None
 
+    @property
+    def synced(self) -> bool:
+        """Listed, and the watch since then has not failed: `objects` is current."""
+        return self.ready.is_set() and self.error is None
+
+
+Projection = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _version_number(obj: Mapping[str, Any] | None) -> int | None:
+    """metadata.resourceVersion as a number when it is one (etcd's are), else None."""
+    raw = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+def is_older(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """True when `new` is an older version of the object than `old` (both with numeric
+    resourceVersions): the cache keeps `old`. Only a write we recorded ourselves can be ahead
+    of the watch; this keeps a late watch event from undoing it."""
+    new_version, old_version = _version_number(new), _version_number(old)
+    return new_version is not None and old_version is not None and new_version < old_version
+
 
 class ObjectCache:
     """Objects read through one list + watch per collection (kind and namespace).
@@ -506,28 +549,51 @@ class ObjectCache:
     the API: a handful of watches, however many ScaledObjects refer to them (one watch per
     object would exhaust the client's connections). A collection not read for
     `idle_seconds` is forgotten and its watch stopped. Values are handed to callers, never
-    logged.
+    logged. With `project`, only what it returns of each object is kept (it must keep
+    metadata.name and metadata.resourceVersion).
     """
 
-    def __init__(self, kube: Kube, *, idle_seconds: float = 600.0) -> None:
+    def __init__(
+        self, kube: Kube, *, idle_seconds: float = 600.0, project: Projection | None = None
+    ) -> None:
         self.kube = kube
         self.idle_seconds = idle_seconds
+        self.project = project
         self._collections: dict[str, _Collection] = {}
+
+    def _entry(self, collection: str) -> _Collection:
+        entry = self._collections.get(collection)
+        if entry is None or (entry.task is not None and entry.task.done()):
+            entry = self._collections[collection] = _Collection()
+            entry.task = asyncio.create_task(
+                self._follow(collection, entry), name=f"watch {collection}"
+            )
+        entry.last_used = asyncio.get_running_loop().time()
+        return entry
 
     async def get(self, key: ObjectKey) -> dict[str, Any] | None:
         """The object, or None if it does not exist; KubeError if it cannot be read."""
-        entry = self._collections.get(key.collection)
-        if entry is None or (entry.task is not None and entry.task.done()):
-            entry = self._collections[key.collection] = _Collection()
-            entry.task = asyncio.create_task(
-                self._follow(key.collection, entry), name=f"watch {key.collection}"
-            )
-        entry.last_used = asyncio.get_running_loop().time()
+        entry = self._entry(key.collection)
         await entry.ready.wait()
         found = entry.objects.get(key.name)
         if found is None and entry.error is not None:
             raise entry.error
         return found
+
+    def peek(self, key: ObjectKey) -> tuple[bool, dict[str, Any] | None]:
+        """Without waiting: whether the object's collection is synced, and the object as the
+        cache holds it (None when absent). Starts watching the collection if need be."""
+        entry = self._entry(key.collection)
+        return entry.synced, entry.objects.get(key.name)
+
+    def put(self, key: ObjectKey, obj: dict[str, Any]) -> None:
+        """Record a version of an object we wrote ourselves, ahead of its watch event; kept
+        only while the collection is synced and the object there is not newer."""
+        entry = self._collections.get(key.collection)
+        if entry is None or not entry.synced:
+            return
+        if not is_older(obj, entry.objects.get(key.name)):
+            entry.objects[key.name] = obj
 
     def sweep(self) -> None:
         """Stop watching collections nobody read for `idle_seconds`."""
@@ -547,24 +613,47 @@ class ObjectCache:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def _list(self, collection: str, entry: _Collection) -> str:
+        """List the collection page by page into `entry.objects`; the list's resourceVersion."""
+        project = self.project
+        objects: dict[str, dict[str, Any]] = {}
+        token = ""
+        while True:
+            query = [("limit", str(LIST_PAGE_SIZE))]
+            if token:
+                query.append(("continue", token))
+            listing = await self.kube._get_json(collection, query)
+            for item in listing.get("items") or []:
+                name = item["metadata"]["name"]
+                kept = item if project is None else project(item)
+                if not is_older(kept, entry.objects.get(name)):
+                    objects[name] = kept
+                else:
+                    objects[name] = entry.objects[name]
+            token = (listing.get("metadata") or {}).get("continue") or ""
+            if not token:
+                break
+        entry.objects = objects
+        return str(listing["metadata"]["resourceVersion"])
+
     async def _follow(self, collection: str, entry: _Collection) -> None:
         backoff = 1.0
+        project = self.project
         while True:
             try:
-                listing = await self.kube._get_json(collection)
-                entry.objects = {
-                    item["metadata"]["name"]: item for item in listing.get("items") or []
-                }
+                version = await self._list(collection, entry)
                 entry.error = None
                 entry.ready.set()
-                version = str(listing["metadata"]["resourceVersion"])
                 while True:
                     async for event in self.kube.watch_path(collection, version):
                         obj = event.object
-                        version = obj.get("metadata", {}).get("resourceVersion", version)
-                        name = obj.get("metadata", {}).get("name")
+                        metadata = obj.get("metadata") or {}
+                        version = metadata.get("resourceVersion", version)
+                        name = metadata.get("name")
                         if event.type in ("ADDED", "MODIFIED") and name:
-                            entry.objects[name] = obj
+                            kept = obj if project is None else project(obj)
+                            if not is_older(kept, entry.objects.get(name)):
+                                entry.objects[name] = kept
                         elif event.type == "DELETED" and name:
                             entry.objects.pop(name, None)
                     backoff = 1.0
@@ -581,3 +670,99 @@ class ObjectCache:
             entry.ready.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
+
+
+# Kinds whose /scale is spec.replicas / status.replicas of the object itself, so their counts
+# can be read from a watch of the kind instead of a GET of /scale per poll: those the
+# operator's RBAC lets it list and watch (deploy/base/rbac.yaml). ReplicaSets qualify too, once
+# that grants list and watch on them.
+WATCHED_SCALE_KINDS = frozenset({("apps", "v1", "Deployment"), ("apps", "v1", "StatefulSet")})
+
+
+def project_replicas(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the replica cache keeps of a workload: its identity and its two replica counts."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "spec": {"replicas": spec.get("replicas")},
+        "status": {"replicas": status.get("replicas")},
+    }
+
+
+def scale_of(projected: Mapping[str, Any]) -> Scale:
+    """The /scale of a workload the replica cache holds (spec.replicas defaults to 1, as the
+    API server's defaulting does)."""
+    spec_replicas = (projected.get("spec") or {}).get("replicas")
+    return Scale(
+        spec_replicas=1 if spec_replicas is None else int(spec_replicas),
+        status_replicas=int((projected.get("status") or {}).get("replicas") or 0),
+        resource_version=(projected.get("metadata") or {}).get("resourceVersion"),
+    )
+
+
+def with_spec_replicas(
+    projected: Mapping[str, Any], replicas: int, resource_version: str | None
+) -> dict[str, Any]:
+    """The projection after our /scale patch set spec.replicas (at `resource_version`)."""
+    metadata = dict(projected.get("metadata") or {})
+    metadata["resourceVersion"] = resource_version
+    return {
+        "metadata": metadata,
+        "spec": {"replicas": replicas},
+        "status": dict(projected.get("status") or {}),
+    }
+
+
+class ReplicaCache:
+    """Replica counts of scale targets, read from a watch where the kind allows it.
+
+    Deployments and StatefulSets are followed with one list + watch per kind and namespace,
+    keeping only `project_replicas` of each object (10,000 Deployments cost a few megabytes);
+    other kinds, and those two while their watch is not synced or the object is not (yet) in
+    it, are read with GET /scale, which also tells a missing target (404). After our own
+    /scale patch the patched count is recorded at once, so the next tick never decides on the
+    count from before it.
+    """
+
+    def __init__(self, kube: Kube, *, idle_seconds: float = 600.0) -> None:
+        self.kube = kube
+        self.cache = ObjectCache(kube, idle_seconds=idle_seconds, project=project_replicas)
+        self._swept = 0.0
+
+    @staticmethod
+    def watched(target: TargetResource) -> bool:
+        return (target.group, target.version, target.kind) in WATCHED_SCALE_KINDS
+
+    async def get_scale(self, target: TargetResource, namespace: str, name: str) -> Scale:
+        if self.watched(target):
+            self._sweep()
+            synced, found = self.cache.peek(ObjectKey.workload(target, namespace, name))
+            if synced and found is not None:
+                return scale_of(found)
+        return await self.kube.get_scale(target, namespace, name)
+
+    async def patch_scale(
+        self, target: TargetResource, namespace: str, name: str, replicas: int
+    ) -> Scale:
+        scale = await self.kube.patch_scale(target, namespace, name, replicas)
+        if self.watched(target):
+            key = ObjectKey.workload(target, namespace, name)
+            _, found = self.cache.peek(key)
+            if found is not None:
+                self.cache.put(key, with_spec_replicas(found, replicas, scale.resource_version))
+        return scale
+
+    def _sweep(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._swept > 60.0:
+            self._swept = now
+            self.cache.sweep()
+
+    async def aclose(self) -> None:
+        await self.cache.aclose()

@@ -249,19 +249,70 @@ def lease_body(
 # --- I/O ---------------------------------------------------------------------------------------
 
 
-class _ConflictError(Exception):
+class LeaseConflictError(Exception):
     """HTTP 409 on a Lease write: somebody else wrote it since our read."""
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     """A short, secret-free description of a failed Lease request."""
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, _ConflictError):
+    if isinstance(exc, LeaseConflictError):
         return "conflict: the Lease changed since it was read"
     return f"{type(exc).__name__}: {exc}"
+
+
+class LeaseClient:
+    """Reads and writes Leases in one namespace as plain JSON dicts: the I/O that leader election
+    and sharding (`autoscale/sharding.py`) share.
+
+    A write sends `lease_body(record, base=...)`, with `resourceVersion` from the record for
+    optimistic concurrency; a 409 is raised as `LeaseConflictError`.
+    """
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        self._client: Any = api_client
+        self._api = k8s.CoordinationV1Api(api_client)
+        self.namespace = namespace
+
+    async def read(self, name: str) -> dict[str, Any] | None:
+        """The Lease `name` as a dict, or None when there is none."""
+        try:
+            lease = await self._api.read_namespaced_lease(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._to_dict(lease)
+
+    async def write(
+        self,
+        name: str,
+        record: LeaseRecord,
+        *,
+        create: bool,
+        base: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace the Lease `name` with `record`; the Lease as written."""
+        # A plain dict, which the client sends as it is: a V1Lease would have its MicroTimes
+        # written by datetime.isoformat(), which drops the fraction when it is zero.
+        body: Any = lease_body(record, name=name, namespace=self.namespace, base=base)
+        try:
+            if create:
+                lease = await self._api.create_namespaced_lease(self.namespace, body)
+            else:
+                lease = await self._api.replace_namespaced_lease(name, self.namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LeaseConflictError from exc
+            raise
+        return self._to_dict(lease)
+
+    def _to_dict(self, lease: Any) -> dict[str, Any]:
+        obj: dict[str, Any] = self._client.sanitize_for_serialization(lease)
+        return obj
 
 
 class LeaderElector:
@@ -299,8 +350,7 @@ class LeaderElector:
                 "need 0 < retry_period < renew_deadline < lease_duration, got "
                 f"{retry_period} / {renew_deadline} / {lease_duration}"
             )
-        self._client: Any = api_client
-        self._api = k8s.CoordinationV1Api(api_client)
+        self._leases = LeaseClient(api_client, namespace)
         self._namespace = namespace
         self._name = name
         self._identity = identity
@@ -443,37 +493,19 @@ class LeaderElector:
         return decision
 
     async def _read(self) -> dict[str, Any] | None:
-        try:
-            lease = await self._api.read_namespaced_lease(self._name, self._namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return self._to_dict(lease)
+        return await self._leases.read(self._name)
 
     async def _write(self, record: LeaseRecord, *, create: bool) -> dict[str, Any]:
-        # A plain dict, which the client sends as it is: a V1Lease would have its MicroTimes
-        # written by datetime.isoformat(), which drops the fraction when it is zero.
-        body: Any = lease_body(
-            record, name=self._name, namespace=self._namespace, base=self._last_object
-        )
         self._write_unsettled = True  # stays set if cancelled or cut off before the answer
         try:
-            if create:
-                lease = await self._api.create_namespaced_lease(self._namespace, body)
-            else:
-                lease = await self._api.replace_namespaced_lease(self._name, self._namespace, body)
-            self._write_unsettled = False
-        except ApiException as exc:
+            written = await self._leases.write(
+                self._name, record, create=create, base=self._last_object
+            )
+        except (ApiException, LeaseConflictError):
             self._write_unsettled = False  # the apiserver answered: it did not write
-            if exc.status == 409:
-                raise _ConflictError from exc
             raise
-        return self._to_dict(lease)
-
-    def _to_dict(self, lease: Any) -> dict[str, Any]:
-        obj: dict[str, Any] = self._client.sanitize_for_serialization(lease)
-        return obj
+        self._write_unsettled = False
+        return written
 
     async def _stop(self, task: asyncio.Task[None]) -> None:
         """Cancel `lead()` if it still runs, and wait until it has really stopped."""
@@ -508,7 +540,7 @@ class LeaderElector:
                 self._last_object = obj
                 await self._write(released(record, wall_now=datetime.now(UTC)), create=False)
         except Exception as exc:  # best effort: it expires anyway
-            log.warning("could not release lease %s: %s", self._lease_key, _describe(exc))
+            log.warning("could not release lease %s: %s", self._lease_key, describe_failure(exc))
             return
         self._observation = None
         log.info("released lease %s", self._lease_key)
@@ -516,11 +548,14 @@ class LeaderElector:
     def _log_failure(self, message: str, exc: Exception, *, while_leading: bool) -> None:
         """Warn about every failure while leading; in standby, about the first of a series only,
         and never about a lost race (a conflict: another candidate wrote first)."""
-        quiet = not while_leading and (self._failing or isinstance(exc, _ConflictError))
-        if not isinstance(exc, _ConflictError):
+        quiet = not while_leading and (self._failing or isinstance(exc, LeaseConflictError))
+        if not isinstance(exc, LeaseConflictError):
             self._failing = True
         log.log(
-            logging.DEBUG if quiet else logging.WARNING, message, self._lease_key, _describe(exc)
+            logging.DEBUG if quiet else logging.WARNING,
+            message,
+            self._lease_key,
+            describe_failure(exc),
         )
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +26,14 @@ from autoscale.errors import (
     ScalerError,
     TargetNotFoundError,
 )
-from autoscale.kube import ApiBusyError, Kube, NoScaleSubresourceError, TargetResource
+from autoscale.kube import (
+    ApiBusyError,
+    Kube,
+    NoScaleSubresourceError,
+    ReplicaCache,
+    Scale,
+    TargetResource,
+)
 from autoscale.model import ScaledObject, Trigger
 from autoscale.scalers.base import MetricSample, Scaler
 
@@ -38,6 +47,59 @@ API_BACKOFF_MAX = 60.0
 # A spec that cannot be used is tried again after 1 s, doubling up to 60 s.
 CONFIGURE_RETRY_INITIAL = 1.0
 CONFIGURE_RETRY_MAX = 60.0
+
+
+def phase_of(key: str) -> float:
+    """A stable fraction in [0, 1) from an object's uid: where in each polling interval its
+    ticks fall, so objects created together (or an operator restart) do not all poll in one
+    burst every interval. The same in every process (unlike `hash()`)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def next_due(now: float, interval: float, phase: float) -> float:
+    """The first time strictly after `now` that sits at `phase` (a fraction of `interval`) in
+    the schedule `phase * interval + k * interval`. After a tick that started on time this is
+    the previous due time plus one interval; after an overrun it skips the missed slots (never
+    a burst). It is never more than one interval after `now`."""
+    offset = phase * interval
+    due = offset + math.ceil((now - offset) / interval) * interval
+    # A slot a rounding error after `now` is `now`'s own slot (a tick that started on time).
+    slack = interval * 1e-9
+    while due <= now + slack:
+        due += interval
+    while due - interval > now + slack:
+        due -= interval
+    return due
+
+
+def due_after_tick(started: float, ended: float, interval: float, phase: float) -> float:
+    """When the tick after one that started at `started` and ended at `ended` is due: the next
+    slot at `phase` after the start, so two ticks are never more than an interval apart; or
+    at once if the tick ran past that slot (one late tick, never a burst of missed ones)."""
+    return max(next_due(started, interval, phase), ended)
+
+
+def rebuilds_after(exc: BaseException) -> bool:
+    """Whether a trigger's scaler is closed and built again after a poll failed with `exc`.
+    A transient failure (unreachable, timed out, a library surprise) rebuilds it, as KEDA
+    does; a permanent one (a missing queue, a bad query, a bad spec) keeps it: rebuilding would
+    only reopen a shared connection on every poll of a source that answers."""
+    if isinstance(exc, ConfigError):
+        return False
+    if isinstance(exc, ScalerError):
+        return exc.transient
+    return True
+
+
+class ScaleAccess(Protocol):
+    """Reads and patches a target's /scale: `Kube`, or a `ReplicaCache` in front of it."""
+
+    async def get_scale(self, target: TargetResource, namespace: str, name: str) -> Scale: ...
+
+    async def patch_scale(
+        self, target: TargetResource, namespace: str, name: str, replicas: int
+    ) -> Scale: ...
 
 
 class ScalerFactory(Protocol):
@@ -140,10 +202,12 @@ class ScaleLoop:
         blocked_by: Callable[[], str | None] = lambda: None,
         poll_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        replica_cache: ReplicaCache | None = None,
     ) -> None:
         self.so = so
         self.raw = raw
         self.kube = kube
+        self.scales: ScaleAccess = replica_cache if replica_cache is not None else kube
         self.scalers = scalers
         self.emit = emit
         self.observer = observer
@@ -171,6 +235,8 @@ class ScaleLoop:
         self._scale_failing = False  # the last /scale patch failed (one event per streak)
         created = so.metadata.creation_timestamp
         self.created_at = created.timestamp() if created else clock()
+        self.phase = phase_of(so.metadata.uid or self.label)
+        self._static: tuple[tuple[int, int], dict[str, Any]] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -195,14 +261,15 @@ class ScaleLoop:
                 if self.observer:
                     self.observer.observe_lateness(max(0.0, lateness))
                 self._throttled = False
+                started = time.monotonic()
                 await self.tick()
                 if not self._throttled:
                     self._api_backoff = 0.0
-                due += interval
+                # The first tick came promptly; the following ones sit at this object's phase
+                # of the interval, so many objects' polls spread evenly over it.
+                due = due_after_tick(started, time.monotonic(), interval, self.phase)
                 if self._retry_at is not None and due < self._retry_at:
                     due = self._retry_at  # the API server asked us to slow down
-                if due < time.monotonic():  # overran: skip missed ticks, never burst
-                    due = time.monotonic() + interval
         finally:
             await self.close()
 
@@ -220,6 +287,7 @@ class ScaleLoop:
                     self.so.spec.advanced.scaling_modifiers, named
                 )
             self.triggers = []
+            self._static = None
             for trigger in self.so.spec.triggers:
                 scaler, digest = await self.scalers.build(self.so, trigger)
                 self.triggers.append(
@@ -251,7 +319,7 @@ class ScaleLoop:
                 self.target = await self.kube.resolve_target(
                     self.target_ref.api_version, self.target_ref.kind
                 )
-            scale = await self.kube.get_scale(self.target, self.namespace, self.target_ref.name)
+            scale = await self.scales.get_scale(self.target, self.namespace, self.target_ref.name)
         except (TargetNotFoundError, NoScaleSubresourceError) as exc:
             self.target = None
             message = str(exc)
@@ -295,6 +363,9 @@ class ScaleLoop:
         await self._after_decision(now, current, decision, samples)
 
     async def _sample_all(self) -> dict[str, MetricSample | None]:
+        if len(self.triggers) == 1:  # most objects: no task and gather per poll
+            entry = self.triggers[0]
+            return {entry.metric_name: await self._sample(entry)}
         results = await asyncio.gather(*(self._sample(entry) for entry in self.triggers))
         return {
             entry.metric_name: result for entry, result in zip(self.triggers, results, strict=True)
@@ -338,7 +409,8 @@ class ScaleLoop:
                     trigger=entry.trigger.type,
                     metric=entry.metric_name,
                 )
-            await self._close_scaler(entry)  # rebuilt on the next tick, as KEDA does
+            if rebuilds_after(exc):
+                await self._close_scaler(entry)
             return None
         if entry.failing:
             log.info("%s: trigger %s recovered", self.label, entry.metric_name)
@@ -379,7 +451,9 @@ class ScaleLoop:
     async def _apply(self, current: int, desired: int, decision: replicas.Decision) -> bool:
         assert self.target is not None
         try:
-            await self.kube.patch_scale(self.target, self.namespace, self.target_ref.name, desired)
+            await self.scales.patch_scale(
+                self.target, self.namespace, self.target_ref.name, desired
+            )
         except KubeError as exc:
             self._api_failed(exc)
             log.warning("%s: scaling %d -> %d failed: %s", self.label, current, desired, exc)
@@ -497,12 +571,13 @@ class ScaleLoop:
         samples: Mapping[str, MetricSample | None],
     ) -> None:
         engine = self.state.engine
-        metric_names = [entry.metric_name for entry in self.triggers]
+        static = self._static_status()
+        metric_names = static["externalMetricNames"]
         body: dict[str, Any] = {
             "conditions": status.merge_conditions(self.state.conditions, conditions, now=now),
-            "scaleTargetKind": f"{self.target_ref.api_version}.{self.target_ref.kind}",
+            "scaleTargetKind": static["scaleTargetKind"],
             "externalMetricNames": metric_names,
-            "triggersTypes": ",".join(t.trigger.type for t in self.triggers) or None,
+            "triggersTypes": static["triggersTypes"],
             "health": status.health(engine.failures, metric_names) if metric_names else None,
             "engine": engine.to_status(),
         }
@@ -519,10 +594,7 @@ class ScaleLoop:
             }
         if self.policy is not None and self.policy.pause.replicas is not None:
             body["pausedReplicaCount"] = self.policy.pause.replicas
-        auth_kinds = sorted(
-            {t.authentication_ref.name for t in self.so.spec.triggers if t.authentication_ref}
-        )
-        body["authenticationsTypes"] = ",".join(auth_kinds) or None
+        body["authenticationsTypes"] = static["authenticationsTypes"]
         body = {k: v for k, v in body.items() if v is not None}
         if body == self.state.last_status:
             return
@@ -536,6 +608,23 @@ class ScaleLoop:
             return
         self.state.last_status = body
         self.state.conditions = body["conditions"]
+
+    def _static_status(self) -> dict[str, Any]:
+        """The status fields fixed by the spec and the built triggers: computed once per set of
+        triggers, not on every poll."""
+        key = len(self.triggers), id(self.triggers)
+        if self._static is None or self._static[0] != key:
+            auth_kinds = sorted(
+                {t.authentication_ref.name for t in self.so.spec.triggers if t.authentication_ref}
+            )
+            fields = {
+                "scaleTargetKind": f"{self.target_ref.api_version}.{self.target_ref.kind}",
+                "externalMetricNames": [entry.metric_name for entry in self.triggers],
+                "triggersTypes": ",".join(t.trigger.type for t in self.triggers) or None,
+                "authenticationsTypes": ",".join(auth_kinds) or None,
+            }
+            self._static = (key, fields)
+        return self._static[1]
 
     def _api_failed(self, exc: KubeError) -> None:
         """After a 429 or 5xx, put the next tick off: by the server's Retry-After, or by an

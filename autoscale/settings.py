@@ -15,6 +15,7 @@ class Settings:
     metrics_port: int = 8080
     health_port: int = 8081
     leader_elect: bool = False
+    shards: int = 0  # 0: not sharded; K: poll the ScaledObjects of the shard Leases held
     lease_name: str = "autoscale-operator"
     lease_namespace: str = "autoscale-system"
     lease_duration: float = 15.0
