@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "autoscale.dev/finalizer"
 HPA_REFRESH_SECONDS = 30.0
+RESYNC_CONCURRENCY = 32
 
 TargetKey = tuple[str, str, str, str]  # namespace, API group, kind, name
 
@@ -71,6 +72,9 @@ class Controller:
         self.poll_timeout = poll_timeout
         self.objects: dict[str, model.ScaledObject] = {}
         self.raw: dict[str, dict[str, Any]] = {}
+        # The uids of the objects naming each scale target, so a tick's ownership check costs
+        # the rivals of one target, not a scan of every object (N^2 per interval at 10,000).
+        self._by_target: dict[TargetKey, set[str]] = {}
         self.loops: dict[str, _Running] = {}
         self.hpa_targets: dict[TargetKey, str] = {}
         self.synced = asyncio.Event()
@@ -124,11 +128,25 @@ class Controller:
                 backoff = min(backoff * 2, 30.0)
 
     async def _resync(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
-        """Bring the running loops in line with a fresh list (start, restart, stop)."""
+        """Bring the running loops in line with a fresh list (start, restart, stop).
+
+        Every object is recorded before any loop starts, so ownership of a shared target is
+        decided with all rivals known; the per-object API calls (finalizers) then run
+        RESYNC_CONCURRENCY at a time rather than one after another, which at 10,000 objects
+        is the difference between seconds and minutes before the last object's first poll.
+        """
         seen = set()
         for item in items:
             seen.add(item["metadata"]["uid"])
-            await self._handle("ADDED", item)
+            with contextlib.suppress(ConfigError):  # reported by _handle below
+                self._record(item["metadata"]["uid"], model.parse_scaled_object(item), item)
+        gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+        async def handle(item: dict[str, Any]) -> None:
+            async with gate:
+                await self._handle("ADDED", item)
+
+        await asyncio.gather(*(handle(item) for item in items))
         for uid, so in list(self.objects.items()):
             if uid not in seen and (namespace is None or so.metadata.namespace == namespace):
                 await self._handle("DELETED", self.raw[uid])
@@ -136,8 +154,7 @@ class Controller:
     async def _handle(self, event_type: str, raw: dict[str, Any]) -> None:
         uid = raw["metadata"]["uid"]
         if event_type == "DELETED":
-            self.objects.pop(uid, None)
-            self.raw.pop(uid, None)
+            self._forget(uid)
             await self._stop(uid)
             if self.observer is not None:
                 meta = raw["metadata"]
@@ -151,8 +168,7 @@ class Controller:
             if self.owns(raw):
                 await self._reject(raw, str(exc))
             return
-        self.objects[uid] = so
-        self.raw[uid] = raw
+        self._record(uid, so, raw)
         if not self.owns(raw):
             await self._stop(uid)  # another replica polls it, finalizes it and writes its status
             return
@@ -172,6 +188,27 @@ class Controller:
         if not self.owns(raw) or uid in self.loops:
             return  # its shard went away (or it was started) while we waited above
         self._start(uid, so, raw, fingerprint)
+
+    def _record(self, uid: str, so: model.ScaledObject, raw: dict[str, Any]) -> None:
+        previous = self.objects.get(uid)
+        if previous is not None:
+            self._unindex(uid, _target_key(previous))
+        self.objects[uid] = so
+        self.raw[uid] = raw
+        self._by_target.setdefault(_target_key(so), set()).add(uid)
+
+    def _forget(self, uid: str) -> None:
+        previous = self.objects.pop(uid, None)
+        self.raw.pop(uid, None)
+        if previous is not None:
+            self._unindex(uid, _target_key(previous))
+
+    def _unindex(self, uid: str, key: TargetKey) -> None:
+        uids = self._by_target.get(key)
+        if uids is not None:
+            uids.discard(uid)
+            if not uids:
+                del self._by_target[key]
 
     # --- loops ---------------------------------------------------------------------------
 
@@ -291,8 +328,8 @@ class Controller:
             )
         rivals = [
             other
-            for other in self.objects.values()
-            if _target_key(other) == key and other.metadata.deletion_timestamp is None
+            for other in (self.objects.get(u) for u in self._by_target.get(key, ()))
+            if other is not None and other.metadata.deletion_timestamp is None
         ]
         owner = min(rivals, key=_age_key, default=so)
         if owner.metadata.uid != so.metadata.uid:
