@@ -8,9 +8,12 @@ down on exit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gzip
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,16 +44,89 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serve_metrics(metrics: Metrics, *, host: str, port: int) -> AsyncIterator[Server]:
-    """Serve `metrics` at GET /metrics (text format, or OpenMetrics when the scraper asks)."""
+    """Serve `metrics` at GET /metrics (text format, or OpenMetrics when the scraper asks).
+
+    The body is rendered on a thread of its own, never on the event loop: at 10,000
+    ScaledObjects a render takes seconds of CPU, during which polls would stop. Scrapes that
+    arrive while a render for the same format runs share its body instead of starting another.
+    A scraper that accepts gzip (Prometheus does) gets the body compressed, on the same thread.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-render")
+    renders = _SharedRenders(metrics, executor)
 
     async def handle_metrics(request: web.Request) -> web.Response:
-        body, content_type = metrics.encode(request.headers.get("Accept"))
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        compress = accepts_gzip(request.headers.get("Accept-Encoding"))
+        key = (request.headers.get("Accept") or "", compress)
+        body, content_type = await renders.encode(key)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if compress:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     app = web.Application()
     app.router.add_get("/metrics", handle_metrics)
-    async with _serve(app, host=host, port=port) as server:
-        yield server
+    try:
+        async with _serve(app, host=host, port=port) as server:
+            yield server
+    finally:
+        # Not waiting: a render still running finishes on its own thread, unread.
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an `Accept-Encoding` header allows gzip (listed, and not with `q=0`)."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        weight = params.strip().lower().replace(" ", "")
+        if not weight.startswith("q="):
+            return True
+        try:
+            return float(weight[2:]) > 0
+        except ValueError:
+            return False
+    return False
+
+
+_Key = tuple[str, bool]
+"""A render's `Accept` header value, and whether it is gzipped."""
+
+
+class _SharedRenders:
+    """`metrics.encode()` on `executor`, one render at a time per format and encoding, shared by
+    every request that arrives while it runs. A finished render is not kept: the next
+    request starts a fresh one, so a scrape never sees values older than its own arrival by
+    more than one render."""
+
+    def __init__(self, metrics: Metrics, executor: ThreadPoolExecutor) -> None:
+        self._metrics = metrics
+        self._executor = executor
+        self._running: dict[_Key, asyncio.Future[tuple[bytes, str]]] = {}
+
+    async def encode(self, key: _Key) -> tuple[bytes, str]:
+        running = self._running.get(key)
+        if running is None:
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(self._executor, self._render, key)
+            self._running[key] = running
+            running.add_done_callback(lambda done: self._finished(key, done))
+        # A scraper that hangs up cancels its own wait, not the render others share.
+        return await asyncio.shield(running)
+
+    def _render(self, key: _Key) -> tuple[bytes, str]:
+        accept, compress = key
+        body, content_type = self._metrics.encode(accept)
+        if compress:
+            # Level 1: most of the gain (about 10x on this text) for a fraction of the CPU.
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+        return body, content_type
+
+    def _finished(self, key: _Key, done: asyncio.Future[tuple[bytes, str]]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("rendering /metrics failed", exc_info=done.exception())
 
 
 @contextlib.asynccontextmanager

@@ -328,7 +328,7 @@ def poll_metric(kind: str) -> str:
     """A series every polled object has, whether the poll succeeded or failed."""
     if kind == "keda":
         return "keda_scaler_metrics_latency_seconds"
-    return "autoscale_scaler_metrics_latency_seconds_count"
+    return "autoscale_scaler_errors_total"
 
 
 def scrape_all(launched: Launched) -> list[str]:
@@ -419,7 +419,7 @@ def operator_sample(launched: Launched, kind: str) -> dict[str, Any]:
         ]
     else:
         sample["polls"] = sum(
-            measure.sum_of(text, "autoscale_scaler_metrics_latency_seconds_count") for text in texts
+            measure.sum_of(text, "autoscale_poll_duration_seconds_count") for text in texts
         )
         buckets: dict[float, float] = {}
         for text in texts:

@@ -943,7 +943,7 @@ def test_the_dashboard_uses_only_the_operators_metrics_and_shows_every_documente
     exposed = exposed_names()
     assert used <= exposed, f"not exposed by the operator: {sorted(used - exposed)}"
     documented = set(
-        re.findall(r"`(autoscale_[a-z_]+)`", (REPO / "docs" / "operator.md").read_text())
+        re.findall(r"`(autoscale_[a-z_]+)`", (REPO / "docs" / "metrics.md").read_text())
     )
     shown = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
     assert documented <= shown, f"documented but not on the dashboard: {documented - shown}"

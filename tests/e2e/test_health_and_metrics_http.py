@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import pytest
@@ -63,6 +66,72 @@ async def test_metrics_endpoint_speaks_openmetrics_when_asked() -> None:
     assert status == 200
     assert content_type.startswith("application/openmetrics-text")
     assert text.rstrip().endswith("# EOF")
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "compressed"),
+    [
+        pytest.param(None, False, id="none"),
+        pytest.param("identity", False, id="identity"),
+        pytest.param("gzip", True, id="gzip"),
+        pytest.param("deflate, gzip;q=0.5", True, id="gzip-weighted"),
+        pytest.param("gzip;q=0", False, id="gzip-refused"),
+    ],
+)
+async def test_metrics_are_gzipped_when_the_scraper_accepts_it(
+    accept_encoding: str | None, compressed: bool
+) -> None:
+    """Prometheus asks for gzip and gets it; a scraper that does not gets plain text."""
+    metrics = Metrics()
+    metrics.observe_object(namespace="shop", name="orders", current=2, desired=5, paused=False)
+    headers = {"Accept-Encoding": accept_encoding} if accept_encoding else {}
+    async with (
+        health.serve_metrics(metrics, host=HOST, port=0) as server,
+        aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=["Accept-Encoding"]) as s,
+        s.get(f"{server.url}/metrics", headers=headers) as response,
+    ):
+        raw = await response.read()
+        encoding = response.headers.get("Content-Encoding")
+    if compressed:
+        assert encoding == "gzip"
+        raw = gzip.decompress(raw)
+    else:
+        assert encoding is None
+    assert (
+        b'autoscale_scaledobject_desired_replicas{namespace="shop",scaledObject="orders"} 5.0'
+        in raw
+    )
+
+
+async def test_metrics_are_rendered_off_the_event_loop_thread() -> None:
+    """The registry is collected on another thread than the one running the event loop."""
+    threads: list[threading.Thread] = []
+    metrics = Metrics()
+    metrics.track_leader(lambda: threads.append(threading.current_thread()) is None)
+    async with health.serve_metrics(metrics, host=HOST, port=0) as server:
+        status, _, text = await _get(f"{server.url}/metrics")
+    assert status == 200
+    assert "autoscale_leader 1.0" in text
+    assert threads
+    assert threading.current_thread() not in threads
+
+
+async def test_scrapes_during_a_render_share_it_and_later_ones_render_again() -> None:
+    """Requests that arrive while a render of their format runs get that body; a request after
+    it finished gets a fresh render (nothing is cached)."""
+    renders: list[int] = []
+    metrics = Metrics()
+    metrics.track_leader(lambda: renders.append(1) is None)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        shared = health._SharedRenders(metrics, executor)
+        first, second = await asyncio.gather(shared.encode(("", False)), shared.encode(("", False)))
+        assert first is second
+        assert len(renders) == 1
+        await shared.encode(("", False))
+        assert len(renders) == 2
+        plain, zipped = await asyncio.gather(shared.encode(("", False)), shared.encode(("", True)))
+        assert len(renders) == 4
+        assert gzip.decompress(zipped[0]).split(b"\n")[0] == plain[0].split(b"\n")[0]
 
 
 async def test_unknown_paths_are_404() -> None:

@@ -48,9 +48,9 @@ def scale_reads(kube: KubeAPIServer, resource: str) -> float:
 
 
 def polls(op: Operator) -> float:
-    """Polls the operator has made (its poll-latency histogram's count)."""
+    """Polls the operator has made (its poll-duration histogram's count)."""
     for family in text_string_to_metric_families(op.metrics()):
-        if family.name == "autoscale_scaler_metrics_latency_seconds":
+        if family.name == "autoscale_poll_duration_seconds":
             return sum(s.value for s in family.samples if s.name.endswith("_count"))
     return 0.0
 

@@ -12,6 +12,7 @@ from autoscale.metrics import Metrics
 
 TRIGGER = {"namespace": "shop", "scaledObject": "orders", "trigger": "kafka", "metric": "s0-kafka"}
 OBJECT = {"namespace": "shop", "scaledObject": "orders"}
+KAFKA = {"trigger": "kafka"}
 
 
 @pytest.fixture
@@ -60,16 +61,53 @@ def test_build_info(metrics: Metrics) -> None:
 
 
 def test_observe_trigger(metrics: Metrics) -> None:
-    """One poll sets value, target, active, one latency observation, and a zero error count."""
+    """One poll sets value, target, active and last latency, a zero error count, and one
+    observation in the poll-duration histogram of its trigger type."""
     _poll(metrics)
     assert _value(metrics, "autoscale_scaler_metrics_value", TRIGGER) == 420.0
     assert _value(metrics, "autoscale_scaler_metrics_target", TRIGGER) == 10.0
     assert _value(metrics, "autoscale_scaler_active", TRIGGER) == 1.0
-    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds_count", TRIGGER) == 1.0
-    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds_sum", TRIGGER) == 0.02
-    bucket = {**TRIGGER, "le": "0.025"}
-    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds_bucket", bucket) == 1.0
+    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds", TRIGGER) == 0.02
     assert _value(metrics, "autoscale_scaler_errors_total", TRIGGER) == 0.0
+    assert _value(metrics, "autoscale_poll_duration_seconds_count", KAFKA) == 1.0
+    assert _value(metrics, "autoscale_poll_duration_seconds_sum", KAFKA) == 0.02
+    bucket = {**KAFKA, "le": "0.025"}
+    assert _value(metrics, "autoscale_poll_duration_seconds_bucket", bucket) == 1.0
+    assert _value(metrics, "autoscale_poll_duration_seconds_bucket", {**KAFKA, "le": "0.01"}) == 0
+
+
+def test_latency_gauge_is_the_last_poll_and_the_histogram_counts_polls_by_type(
+    metrics: Metrics,
+) -> None:
+    """The per-trigger latency is the last poll's; the histogram sums every object's polls
+    of a type, with only the trigger type as label."""
+    _poll(metrics)
+    metrics.observe_trigger(
+        namespace="shop",
+        name="orders",
+        trigger="kafka",
+        metric="s0-kafka",
+        value=1.0,
+        target=10.0,
+        active=False,
+        latency=0.3,
+    )
+    _poll(metrics, name="payments")
+    metrics.observe_trigger(
+        namespace="shop",
+        name="orders",
+        trigger="redis-streams",
+        metric="s1-redis-streams",
+        value=1.0,
+        target=10.0,
+        active=False,
+        latency=0.004,
+    )
+    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds", TRIGGER) == 0.3
+    assert _value(metrics, "autoscale_poll_duration_seconds_count", KAFKA) == 3.0
+    redis = {"trigger": "redis-streams"}
+    assert _value(metrics, "autoscale_poll_duration_seconds_count", redis) == 1.0
+    assert _value(metrics, "autoscale_poll_duration_seconds_bucket", {**redis, "le": "0.005"}) == 1
 
 
 def test_inactive_trigger_is_zero(metrics: Metrics) -> None:
@@ -95,7 +133,8 @@ def test_trigger_error(metrics: Metrics) -> None:
         namespace="shop", name="orders", trigger="kafka", metric="s0-kafka", latency=5.0
     )
     assert _value(metrics, "autoscale_scaler_errors_total", TRIGGER) == 2.0
-    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds_count", TRIGGER) == 2.0
+    assert _value(metrics, "autoscale_scaler_metrics_latency_seconds", TRIGGER) == 5.0
+    assert _value(metrics, "autoscale_poll_duration_seconds_count", KAFKA) == 2.0
     assert _value(metrics, "autoscale_scaler_metrics_value", TRIGGER) == 420.0
 
 
@@ -182,7 +221,7 @@ def test_forget_object_removes_every_series_of_that_object_only(metrics: Metrics
         "autoscale_scaler_metrics_target",
         "autoscale_scaler_active",
         "autoscale_scaler_errors_total",
-        "autoscale_scaler_metrics_latency_seconds_count",
+        "autoscale_scaler_metrics_latency_seconds",
         "autoscale_scaledobject_current_replicas",
         "autoscale_scaledobject_desired_replicas",
         "autoscale_scaledobject_paused",
@@ -190,6 +229,8 @@ def test_forget_object_removes_every_series_of_that_object_only(metrics: Metrics
         "autoscale_scale_operations_total",
     } <= payments
     assert _value(metrics, "autoscale_loop_lateness_seconds_count") == 1.0
+    # The process-wide histogram keeps every poll: it has no per-object series to drop.
+    assert _value(metrics, "autoscale_poll_duration_seconds_count", KAFKA) == 4.0
 
 
 def test_forget_is_idempotent_and_the_object_can_come_back(metrics: Metrics) -> None:
@@ -217,7 +258,8 @@ def test_render_is_valid_text_format_with_the_expected_families(metrics: Metrics
         "autoscale_scaler_metrics_target": ("gauge", set(TRIGGER)),
         "autoscale_scaler_active": ("gauge", set(TRIGGER)),
         "autoscale_scaler_errors": ("counter", set(TRIGGER)),
-        "autoscale_scaler_metrics_latency_seconds": ("histogram", {*TRIGGER, "le"}),
+        "autoscale_scaler_metrics_latency_seconds": ("gauge", set(TRIGGER)),
+        "autoscale_poll_duration_seconds": ("histogram", {"trigger", "le"}),
         "autoscale_scaledobject_current_replicas": ("gauge", set(OBJECT)),
         "autoscale_scaledobject_desired_replicas": ("gauge", set(OBJECT)),
         "autoscale_scaledobject_errors": ("counter", set(OBJECT)),
@@ -236,6 +278,24 @@ def test_render_is_valid_text_format_with_the_expected_families(metrics: Metrics
             else:
                 assert set(labels) == label_names, sample_name
     assert all(name.startswith("autoscale_") for name in families)
+
+
+def test_one_sample_per_trigger_and_object_series_and_no_created_series(metrics: Metrics) -> None:
+    """What a ScaledObject costs a scrape: five samples per trigger, four per object, plus one
+    per scale direction used; no `_created` samples, whatever the format."""
+    _poll(metrics)
+    metrics.observe_object(namespace="shop", name="orders", current=1, desired=3, paused=False)
+    per_object = [
+        sample_name
+        for _, samples in _families(metrics).values()
+        for sample_name, labels, _ in samples
+        if labels.get("scaledObject") == "orders"
+    ]
+    assert len(per_object) == 9, per_object
+    metrics.scaled(namespace="shop", name="orders", direction="up")
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        body, _ = metrics.encode(accept)
+        assert b"_created" not in body
 
 
 def test_encode_negotiates_openmetrics(metrics: Metrics) -> None:
