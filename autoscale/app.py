@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -53,12 +54,14 @@ async def run(settings: Settings) -> int:
             shard_count=settings.shards,
         )
         current[:] = [controller]
+        freezer = asyncio.create_task(_freeze_after_sync(controller), name="gc freeze")
         try:
             if settings.shards:
                 await _run_sharded(controller, api, settings, metrics)
             else:
                 await controller.run()
         finally:
+            freezer.cancel()
             current.clear()
 
     elector: LeaderElector | None = None
@@ -153,3 +156,13 @@ async def _run_sharded(
     async with asyncio.TaskGroup() as group:
         group.create_task(controller.run(), name="controller")
         group.create_task(manager.run(), name="shards")
+
+
+async def _freeze_after_sync(controller: Controller, settle: float = 60.0) -> None:
+    """Move what start-up built (objects, loops, caches, scalers) out of the garbage
+    collector's sight once the controller has synced and the first polls are done: at 10,000
+    ScaledObjects a full collection walks millions of long-lived objects and holds the GIL for
+    a few hundred milliseconds, which a /metrics render on its thread triggers repeatedly."""
+    await controller.synced.wait()
+    await asyncio.sleep(settle)
+    gc.freeze()

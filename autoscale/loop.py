@@ -134,7 +134,9 @@ class Observer(Protocol):
         latency: float,
     ) -> None: ...
 
-    def trigger_error(self, *, namespace: str, name: str, trigger: str, metric: str) -> None: ...
+    def trigger_error(
+        self, *, namespace: str, name: str, trigger: str, metric: str, latency: float | None = None
+    ) -> None: ...
 
     def observe_object(
         self, *, namespace: str, name: str, current: int, desired: int, paused: bool
@@ -408,6 +410,7 @@ class ScaleLoop:
                     name=self.name,
                     trigger=entry.trigger.type,
                     metric=entry.metric_name,
+                    latency=time.monotonic() - started,
                 )
             if rebuilds_after(exc):
                 await self._close_scaler(entry)
