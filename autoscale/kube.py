@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import aiohttp.helpers
+import yarl
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -143,7 +145,16 @@ async def connect(kubeconfig: str | None = None) -> client.ApiClient:
         await config.load_kube_config(client_configuration=configuration)
     # Watches hold a connection each: leave room for them beside the short requests.
     configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
-    return client.ApiClient(configuration)
+    # The client's aiohttp session trusts the environment, which means reading ~/.netrc and
+    # the proxy variables again on every request (a tenth of the operator's CPU at 10,000
+    # ScaledObjects). Resolve the proxy once, here, and stop the per-request lookups.
+    if not configuration.proxy:
+        with contextlib.suppress(LookupError):
+            proxy, _ = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(configuration.host or ""))
+            configuration.proxy = str(proxy)
+    api = client.ApiClient(configuration)
+    api.rest_client.pool_manager._trust_env = False
+    return api
 
 
 def _translate(exc: ApiException, what: str) -> KubeError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -174,6 +175,15 @@ class _Trigger:
     scaler: Scaler | None = None
     auth_digest: str = ""
     failing: bool = False
+
+    @functools.cached_property
+    def has_credentials(self) -> bool:
+        """Whether its credentials come from elsewhere (a TriggerAuthentication or the
+        workload's env) and may change under a running scaler; otherwise there is nothing
+        to re-check each poll."""
+        return self.trigger.authentication_ref is not None or any(
+            key.endswith("FromEnv") for key in self.trigger.metadata
+        )
 
 
 @dataclass
@@ -376,7 +386,7 @@ class ScaleLoop:
     async def _sample(self, entry: _Trigger) -> MetricSample | None:
         started = time.monotonic()
         try:
-            if entry.scaler is not None:
+            if entry.scaler is not None and entry.has_credentials:
                 digest = await self.scalers.auth_digest(self.so, entry.trigger)
                 if digest != entry.auth_digest:  # e.g. a rotated Secret
                     log.info(

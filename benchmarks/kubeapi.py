@@ -175,7 +175,8 @@ class Watch:
                     self._read(response)
             except TimeoutError:
                 continue  # idle for a second: check the stop flag, resume
-            except (OSError, urllib.error.URLError, ValueError) as exc:
+            except (OSError, urllib.error.URLError, ValueError, AttributeError) as exc:
+                # AttributeError: http.client's reader after stop() closed the response.
                 if self._stop.is_set():
                     return
                 self.errors.append(f"{type(exc).__name__}: {exc}")
