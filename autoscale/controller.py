@@ -245,9 +245,9 @@ class Controller:
             try:
                 await loop.run()
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+            except (Exception, asyncio.CancelledError):
+                # A CancelledError nobody asked this task for (a client library failing its
+                # futures that way) is a crash like any other, not a reason to stop for good.
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # stopping: whatever the loop raised on the way out is moot
