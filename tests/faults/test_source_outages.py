@@ -398,7 +398,7 @@ def _counts(source: Source, op: Operator) -> dict[str, tuple[dict[str, int], int
             marks=pytest.mark.xfail(
                 reason=(
                     "open: during a RabbitMQ node stop the fb-* object's fallback activates, "
-                    "deactivates and activates again (FallbackActivated twice; 4 of 4 runs on "
+                    "deactivates and activates again (FallbackActivated twice; 6 of 6 runs on "
                     "2026-11-22, also at the commit that added this test). Either a poll "
                     "succeeds while the node is stopping or the failure streak resets; see "
                     "RELIABILITY.md, 'Not covered yet'"
