@@ -377,7 +377,9 @@ async def test_poll_timeout_bounds_the_whole_poll(connections: SharedClients) ->
             elapsed = time.monotonic() - started
     assert str(info.value).endswith(": no answer within 0.8s")
     assert 0.7 < elapsed < 1.5
-    assert max(ticker.gaps) < 0.25
+    # A blocked loop would show one gap as long as the poll (0.8 s); a loaded machine alone
+    # showed gaps up to 0.27 s, so the line sits between the two.
+    assert max(ticker.gaps) < 0.6
 
 
 # ---------------------------------------------------------------------------------------------
