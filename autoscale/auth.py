@@ -70,7 +70,7 @@ class AuthResolver:
         ref = trigger.authentication_ref
         # The workload is read only when something needs its environment: most triggers do
         # not, and then resolving costs no watch of the workload's kind at all.
-        from_env = any(key.endswith("FromEnv") for key in trigger.metadata)
+        from_env = trigger.reads_workload_env
         containers = await self._containers(so, namespace) if from_env else []
         wanted = so.spec.scale_target_ref.env_source_container_name
         env = await self._container_env(containers, wanted, namespace)

@@ -182,9 +182,7 @@ class _Trigger:
         """Whether its credentials come from elsewhere (a TriggerAuthentication or the
         workload's env) and may change under a running scaler; otherwise there is nothing
         to re-check each poll."""
-        return self.trigger.authentication_ref is not None or any(
-            key.endswith("FromEnv") for key in self.trigger.metadata
-        )
+        return self.trigger.authentication_ref is not None or self.trigger.reads_workload_env
 
 
 @dataclass

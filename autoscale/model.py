@@ -278,6 +278,11 @@ class Trigger:
         return self.type in RESOURCE_TRIGGER_TYPES
 
     @property
+    def reads_workload_env(self) -> bool:
+        """True when a `<param>FromEnv` parameter takes its value from the workload's env."""
+        return any(key.endswith("FromEnv") for key in self.metadata)
+
+    @property
     def effective_metric_type(self) -> MetricTargetType:
         """The metric type in force: AverageValue unless set (cpu/memory: their metadata type)."""
         if self.metric_type is not None:
