@@ -126,8 +126,9 @@ class TinyCA:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
+        if usages:  # an empty extension is invalid; cryptography 51 refuses it
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         if hosts:
             names: list[x509.GeneralName] = []
             for host in hosts:
