@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import threading
@@ -40,7 +41,15 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Our own handler, not Python's default: asyncio.run() replaces only the default one, with a
+    # handler that cancels the running coroutine, and a client library that swallows that
+    # cancellation (or a SIGINT landing between two steps) would lose the Ctrl-C.
+    signal.signal(signal.SIGINT, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="autoscale-demo-"))
     bench = Bench(("kube", "kafka", "redis"), workdir=workdir)
     operator: ManagedProcess | None = None
