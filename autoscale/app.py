@@ -107,6 +107,7 @@ async def run(settings: Settings) -> int:
         ):
             work = asyncio.create_task(elector.run(lead) if elector else lead(), name="operator")
             sweeper = asyncio.create_task(_sweep(references), name="reference sweeper")
+            counter = asyncio.create_task(_count_tasks(metrics), name="task counter")
             stopping = asyncio.create_task(stop.wait(), name="signals")
             done, _ = await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
@@ -120,6 +121,7 @@ async def run(settings: Settings) -> int:
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
             sweeper.cancel()
+            counter.cancel()
     finally:
         await references.aclose()
         await replica_cache.aclose()
@@ -127,6 +129,14 @@ async def run(settings: Settings) -> int:
         await client.close()
     log.info("stopped")
     return exit_code
+
+
+async def _count_tasks(metrics: Metrics, every: float = 5.0) -> None:
+    """Keep `autoscale_asyncio_tasks` current: one loop per ScaledObject plus a fixed few, so
+    a count that only grows is a leak."""
+    while True:
+        metrics.set_tasks(len(asyncio.all_tasks()))
+        await asyncio.sleep(every)
 
 
 async def _sweep(references: kube.ObjectCache) -> None:

@@ -148,6 +148,8 @@ class Observer(Protocol):
 
     def object_error(self, *, namespace: str, name: str) -> None: ...
 
+    def polled(self, *, namespace: str, name: str, at: float) -> None: ...
+
     def forget_object(self, namespace: str, name: str) -> None: ...
 
     def observe_lateness(self, seconds: float) -> None: ...
@@ -274,6 +276,8 @@ class ScaleLoop:
                 self._throttled = False
                 started = time.monotonic()
                 await self.tick()
+                if self.observer:
+                    self.observer.polled(namespace=self.namespace, name=self.name, at=self.clock())
                 if not self._throttled:
                     self._api_backoff = 0.0
                 # The first tick came promptly; the following ones sit at this object's phase

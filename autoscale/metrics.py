@@ -129,6 +129,12 @@ class Metrics:
             OBJECT_LABELS,
             registry=registry,
         )
+        self.last_poll = Gauge(
+            f"{PREFIX}_scaledobject_last_poll_timestamp_seconds",
+            "Unix time the ScaledObject's loop last finished a poll, whatever its outcome.",
+            OBJECT_LABELS,
+            registry=registry,
+        )
         self.object_errors = Counter(
             f"{PREFIX}_scaledobject_errors",
             "Failed ticks of a ScaledObject's loop (reading, deciding or applying).",
@@ -148,6 +154,11 @@ class Metrics:
             registry=registry,
         )
 
+        self.tasks = Gauge(
+            f"{PREFIX}_asyncio_tasks",
+            "asyncio tasks alive in the operator's event loop, as last sampled (every 5 s).",
+            registry=registry,
+        )
         self.loop_lateness = Histogram(
             f"{PREFIX}_loop_lateness_seconds",
             "How late a loop tick started after its scheduled time.",
@@ -205,6 +216,11 @@ class Metrics:
         self._child(self.paused, labels).set(1 if paused else 0)
         self._child(self.object_errors, labels)
 
+    def polled(self, *, namespace: str, name: str, at: float) -> None:
+        """Record that a ScaledObject's loop finished a poll at Unix time `at` (any outcome):
+        a loop that stopped shows as a timestamp that no longer moves."""
+        self._child(self.last_poll, self._labels(namespace, name)).set(at)
+
     def object_error(self, *, namespace: str, name: str) -> None:
         """Record one failed tick of a ScaledObject's loop."""
         self._child(self.object_errors, self._labels(namespace, name)).inc()
@@ -227,6 +243,10 @@ class Metrics:
     def observe_lateness(self, seconds: float) -> None:
         """Record how late a loop tick started (negative values count as 0)."""
         self.loop_lateness.observe(max(seconds, 0.0))
+
+    def set_tasks(self, count: int) -> None:
+        """Set the asyncio task gauge (sampled on the event loop, which owns the task set)."""
+        self.tasks.set(count)
 
     def set_leader(self, leading: bool) -> None:
         """Set the leader gauge."""

@@ -713,17 +713,23 @@ def proc_figures(pid: int, ports: dict[str, list[int]]) -> dict[str, Any]:
     }
 
 
-def poll_counts(text: str) -> dict[str, float]:
-    """Polls so far per ScaledObject, from the per-trigger poll-latency histogram's count that
-    operators up to commit 03fd8a1 export; empty for later ones (no per-object poll count)."""
-    counts: dict[str, float] = {}
+def poll_marks(text: str) -> dict[str, float]:
+    """Per ScaledObject, a figure that moves whenever its loop polls: the last poll's timestamp
+    (`autoscale_scaledobject_last_poll_timestamp_seconds`), or on operators before it existed
+    the per-trigger poll-latency histogram's count (up to commit 03fd8a1); empty for the
+    commits in between, which export neither."""
+    marks: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("autoscale_scaler_metrics_latency_seconds_count{"):
+        if line.startswith("autoscale_scaledobject_last_poll_timestamp_seconds{"):
+            found = re.search(r'scaledObject="([^"]+)"', line)
+            if found:
+                marks[found.group(1)] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("autoscale_scaler_metrics_latency_seconds_count{"):
             found = re.search(r'scaledObject="([^"]+)"', line)
             if found:
                 name = found.group(1)
-                counts[name] = counts.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
+                marks[name] = marks.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return marks
 
 
 def metric_sums(text: str) -> dict[str, float]:
@@ -733,6 +739,7 @@ def metric_sums(text: str) -> dict[str, float]:
         "poll_errors": "autoscale_scaler_errors_total",
         "object_errors": "autoscale_scaledobject_errors_total",
         "scale_ops": "autoscale_scale_operations_total",
+        "tasks": "autoscale_asyncio_tasks",
     }
     sums = dict.fromkeys(wanted, 0.0)
     objects = set()
@@ -906,7 +913,7 @@ class Soak:
         try:
             text = self.scrape()
             figures.update(metric_sums(text))
-            self.poll_history.append((time.monotonic(), poll_counts(text)))
+            self.poll_history.append((time.monotonic(), poll_marks(text)))
             del self.poll_history[:-40]  # 20 minutes at the default sampling
         except (OSError, requests.RequestException) as exc:
             figures["scrape_error"] = type(exc).__name__
@@ -921,7 +928,7 @@ class Soak:
                 log(
                     f"t={f['t']:.0f}s rss={f['rss_mib']}MiB threads={f['threads']} fds={f['fds']} "
                     f"conns={f['connections']} polls={f.get('polls')} "
-                    f"errors={f.get('poll_errors')} "
+                    f"errors={f.get('poll_errors')} tasks={f.get('tasks')} "
                     f"faulted={f['faulted']}"
                 )
                 self.save()
@@ -1159,9 +1166,9 @@ class Soak:
     def stalled_loops(self) -> dict[str, Any]:
         """Objects that did not poll at all over the last 10 minutes (or, in a shorter run,
         since the earliest kept sample at least 3 polling intervals back): their loop has
-        stopped. The asyncio task count is not exported; this is what it would show."""
+        stopped."""
         if len(self.poll_history) < 2 or not self.poll_history[-1][1]:
-            # Not measurable: the operator exports no poll count per object.
+            # Not measurable: the operator exports no per-object poll figure.
             return {"window_s": None, "count": None, "by_source": {}, "objects": []}
         end, last = self.poll_history[-1]
         window = max(600.0, 3.0 * self.args.polling_interval)
@@ -1280,6 +1287,9 @@ def trend(samples: list[dict[str, Any]]) -> dict[str, Any]:
     usable = [s for s in samples if "rss_mib" in s]
     if len(usable) < 2:
         return found
+    figures = ["rss_mib", "threads", "fds", "sockets"]
+    if all(s.get("tasks") for s in usable):  # operators that export their task count
+        figures.append("tasks")
 
     def slope(points: list[dict[str, Any]], figure: str) -> float | None:
         xs = [s["t"] / 3600 for s in points]
@@ -1291,7 +1301,7 @@ def trend(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return round(sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var, 2)
 
     half = usable[len(usable) // 2 :]
-    for figure in ("rss_mib", "threads", "fds", "sockets"):
+    for figure in figures:
         ys = [float(s[figure]) for s in usable]
         found[figure] = {
             "start": ys[0],
@@ -1355,6 +1365,7 @@ def markdown(result: dict[str, Any]) -> str:
         row("threads"),
         row("fds"),
         row("sockets"),
+        *([row("tasks")] if "tasks" in tr else []),
         "",
         f"Faults injected: {sum(result['faults']['by_kind'].values())} ({faults}; by source: "
         f"{by_source}), each 20 to 120 s before the restart or thaw.",
@@ -1389,11 +1400,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"Loops that stopped: {stalled['count']} ScaledObjects did not poll at all in the "
             f"last {stalled['window_s']} s ({stalled['by_source']})."
             if stalled["count"] is not None
-            else "Loops that stopped: not measurable (the operator exports no poll count per "
-            "ScaledObject)."
+            else "Loops that stopped: not measurable (this operator exports no per-object poll "
+            "figure)."
         )
-        + " The asyncio task count is not exported by the operator; stopped loops, threads and "
-        "open file descriptors (from /proc) stand in for it.",
+        + (
+            " Tasks: the operator's asyncio task count (`autoscale_asyncio_tasks`)."
+            if "tasks" in tr
+            else " The asyncio task count is not exported by this operator; stopped loops, "
+            "threads and open file descriptors (from /proc) stand in for it."
+        ),
         "",
     ]
     return "\n".join(lines)

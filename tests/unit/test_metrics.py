@@ -157,6 +157,25 @@ def test_object_error(metrics: Metrics) -> None:
     assert _value(metrics, "autoscale_scaledobject_errors_total", OBJECT) == 2.0
 
 
+def test_last_poll_timestamp_moves_with_each_poll(metrics: Metrics) -> None:
+    """The last poll's Unix time per object: a stopped loop is a timestamp that stays put."""
+    name = "autoscale_scaledobject_last_poll_timestamp_seconds"
+    assert _value(metrics, name, OBJECT) is None
+    metrics.polled(namespace="shop", name="orders", at=1_800_000_000.5)
+    assert _value(metrics, name, OBJECT) == 1_800_000_000.5
+    metrics.polled(namespace="shop", name="orders", at=1_800_000_030.5)
+    assert _value(metrics, name, OBJECT) == 1_800_000_030.5
+    metrics.forget_object("shop", "orders")
+    assert _value(metrics, name, OBJECT) is None
+
+
+def test_asyncio_task_gauge(metrics: Metrics) -> None:
+    """The task count is a plain process-wide gauge, 0 until first sampled."""
+    assert _value(metrics, "autoscale_asyncio_tasks") == 0.0
+    metrics.set_tasks(1042)
+    assert _value(metrics, "autoscale_asyncio_tasks") == 1042.0
+
+
 def test_scale_operations_by_direction(metrics: Metrics) -> None:
     """Scale operations count per direction."""
     metrics.scaled(namespace="shop", name="orders", direction="up")
@@ -204,6 +223,7 @@ def test_forget_object_removes_every_series_of_that_object_only(metrics: Metrics
         )
         metrics.observe_object(namespace="shop", name=name, current=1, desired=2, paused=False)
         metrics.object_error(namespace="shop", name=name)
+        metrics.polled(namespace="shop", name=name, at=1_800_000_000.0)
         metrics.scaled(namespace="shop", name=name, direction="up")
     metrics.observe_lateness(0.1)
 
@@ -226,6 +246,7 @@ def test_forget_object_removes_every_series_of_that_object_only(metrics: Metrics
         "autoscale_scaledobject_desired_replicas",
         "autoscale_scaledobject_paused",
         "autoscale_scaledobject_errors_total",
+        "autoscale_scaledobject_last_poll_timestamp_seconds",
         "autoscale_scale_operations_total",
     } <= payments
     assert _value(metrics, "autoscale_loop_lateness_seconds_count") == 1.0
@@ -248,6 +269,7 @@ def test_render_is_valid_text_format_with_the_expected_families(metrics: Metrics
     """render() parses with prometheus_client's parser; each family has its type and labels."""
     _poll(metrics)
     metrics.observe_object(namespace="shop", name="orders", current=1, desired=3, paused=False)
+    metrics.polled(namespace="shop", name="orders", at=1_800_000_000.0)
     metrics.scaled(namespace="shop", name="orders", direction="up")
     metrics.observe_lateness(0.2)
     families = _families(metrics)
@@ -264,8 +286,10 @@ def test_render_is_valid_text_format_with_the_expected_families(metrics: Metrics
         "autoscale_scaledobject_desired_replicas": ("gauge", set(OBJECT)),
         "autoscale_scaledobject_errors": ("counter", set(OBJECT)),
         "autoscale_scaledobject_paused": ("gauge", set(OBJECT)),
+        "autoscale_scaledobject_last_poll_timestamp_seconds": ("gauge", set(OBJECT)),
         "autoscale_scale_operations": ("counter", {*OBJECT, "direction"}),
         "autoscale_loop_lateness_seconds": ("histogram", {"le"}),
+        "autoscale_asyncio_tasks": ("gauge", set()),
     }
     for name, (kind, label_names) in expected.items():
         assert name in families, name
@@ -281,17 +305,18 @@ def test_render_is_valid_text_format_with_the_expected_families(metrics: Metrics
 
 
 def test_one_sample_per_trigger_and_object_series_and_no_created_series(metrics: Metrics) -> None:
-    """What a ScaledObject costs a scrape: five samples per trigger, four per object, plus one
+    """What a ScaledObject costs a scrape: five samples per trigger, five per object, plus one
     per scale direction used; no `_created` samples, whatever the format."""
     _poll(metrics)
     metrics.observe_object(namespace="shop", name="orders", current=1, desired=3, paused=False)
+    metrics.polled(namespace="shop", name="orders", at=1_800_000_000.0)
     per_object = [
         sample_name
         for _, samples in _families(metrics).values()
         for sample_name, labels, _ in samples
         if labels.get("scaledObject") == "orders"
     ]
-    assert len(per_object) == 9, per_object
+    assert len(per_object) == 10, per_object
     metrics.scaled(namespace="shop", name="orders", direction="up")
     for accept in (None, "application/openmetrics-text; version=1.0.0"):
         body, _ = metrics.encode(accept)
