@@ -107,7 +107,9 @@ class ScaleAccess(Protocol):
 class ScalerFactory(Protocol):
     """Builds a trigger's scaler (no I/O to the source) from its resolved authentication."""
 
-    async def build(self, so: ScaledObject, trigger: Trigger) -> tuple[Scaler, str]:
+    async def build(
+        self, so: ScaledObject, trigger: Trigger, *, rebuild: bool = False
+    ) -> tuple[Scaler, str]:
         """The scaler and the digest of the credentials it was built with."""
         ...
 
@@ -397,7 +399,9 @@ class ScaleLoop:
                     )
                     await self._close_scaler(entry)
             if entry.scaler is None:
-                entry.scaler, entry.auth_digest = await self.scalers.build(self.so, entry.trigger)
+                entry.scaler, entry.auth_digest = await self.scalers.build(
+                    self.so, entry.trigger, rebuild=True
+                )
             async with asyncio.timeout(self.poll_timeout):
                 sample = await _sample_or_fail(entry.scaler)
         except Exception as exc:  # any failure of a trigger is that trigger failing

@@ -1,7 +1,8 @@
 """Builds a trigger's scaler: resolves its authentication, then asks the scaler registry.
 
-This is the loop's ScalerFactory. Parameter warnings (unknown keys, deprecated names) are
-logged once per build; values are never logged.
+This is the loop's ScalerFactory. Parameter warnings (unknown keys, deprecated names, a
+password in plain metadata) are logged when a loop first builds its scalers, not again at each
+rebuild after a failed poll (every poll of an outage); values are never logged.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class TriggerScalers:
         """The digest of the trigger's current credentials (from the watch cache, no API call)."""
         return (await self.auth.resolve(so, trigger)).digest
 
-    async def build(self, so: model.ScaledObject, trigger: model.Trigger) -> tuple[Scaler, str]:
+    async def build(
+        self, so: model.ScaledObject, trigger: model.Trigger, *, rebuild: bool = False
+    ) -> tuple[Scaler, str]:
         """An unconnected scaler for `trigger` and its credentials' digest; ConfigError names
-        what is wrong."""
+        what is wrong. `rebuild`: the loop built this trigger before and already warned."""
         metric_type = scaler_metric_type(trigger)
         resolved = await self.auth.resolve(so, trigger)
         warnings: list[str] = []
@@ -47,7 +50,7 @@ class TriggerScalers:
             metric_type=metric_type,
             warnings=warnings,
         )
-        for warning in warnings:
+        for warning in () if rebuild else warnings:
             log.warning("%s/%s: %s", so.metadata.namespace, so.name, warning)
         return scaler, resolved.digest
 
