@@ -36,8 +36,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy
 
+# Two workers (pytest-xdist): most of the suite waits on real processes, not on the CPU.
+# tests/conftest.py says which tests share a worker.
 pytest: $(INSTALLED)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

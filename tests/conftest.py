@@ -98,3 +98,17 @@ async def kube_api(kube: KubeAPIServer) -> AsyncIterator[Any]:
     client = await config.new_client_from_config(config_file=str(kube.kubeconfig))
     async with client as api:
         yield api
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Work units for pytest-xdist, which `make test` runs with two workers and
+    `--dist loadgroup`: every test outside tests/unit keeps its file's tests on one worker (one
+    set of module fixtures, and a file's tests in order), and all of tests/e2e shares one
+    worker, so that test_zz_secret_scan, last in it, sees every e2e operator's output. Each
+    worker starts its own bench services on first use. Without xdist the mark does nothing."""
+    for item in items:
+        parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
+        if parts[0] == "unit":
+            continue
+        group = "e2e" if parts[0] == "e2e" else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
