@@ -180,6 +180,7 @@ class _Trigger:
     scaler: Scaler | None = None
     auth_digest: str = ""
     failing: bool = False
+    error: str = ""  # why the current streak of failures began (the ScalerFailed event's text)
 
     @functools.cached_property
     def has_credentials(self) -> bool:
@@ -414,6 +415,7 @@ class ScaleLoop:
             else:
                 reason = f"unexpected {type(exc).__name__} from the {entry.trigger.type} scaler"
             if not entry.failing:
+                entry.error = reason
                 log.warning("%s: trigger %s failed: %s", self.label, entry.metric_name, reason)
                 await self.emit(
                     event_type="Warning",
@@ -546,6 +548,9 @@ class ScaleLoop:
             )
         self.state.ready_reason = None
         failing = [name for name, sample in samples.items() if sample is None]
+        # The reason a streak began, not each poll's: the condition (and so the status write)
+        # changes once per streak, not whenever an error's wording does.
+        errors = {entry.metric_name: entry.error for entry in self.triggers if entry.failing}
         pause_state = self.policy.pause
         conditions = [
             status.ready()
@@ -554,7 +559,10 @@ class ScaleLoop:
                 type=status.READY,
                 status="True" if len(failing) < len(samples) else "False",
                 reason="PartialTriggerError" if len(failing) < len(samples) else "TriggerError",
-                message="failing: " + ", ".join(failing),
+                message="failing: "
+                + "; ".join(
+                    f"{name}: {errors[name]}" if errors.get(name) else name for name in failing
+                ),
             ),
             status.active(
                 decision.active,

@@ -453,7 +453,15 @@ def test_source_outage_holds_falls_back_recovers_and_leaks_nothing(
     _hold(crds, namespace, [f"hold-{mode}" for mode in modes], 3, seconds=HOLD)
     for mode in modes:
         holder = get(crds, namespace, "so", f"hold-{mode}")
-        assert condition(holder, "Ready")["reason"] == "TriggerError", holder["status"]
+        ready = condition(holder, "Ready")
+        assert ready["reason"] == "TriggerError", holder["status"]
+        # The condition says why, as the streak's ScalerFailed event does ("<metric>: <why>").
+        failed = [
+            e["message"]
+            for e in events(crds, namespace, f"hold-{mode}")
+            if e["reason"] == "ScalerFailed"
+        ]
+        assert any(message in ready["message"] for message in failed), (failed, ready)
 
     server.start()
     source.after_restart()
