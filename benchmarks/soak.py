@@ -909,6 +909,7 @@ class Soak:
         ports = {kind: source.ports for kind, source in self.sources.items()}
         ports["kube"] = [self.kube.port]
         figures: dict[str, Any] = {"t": round(time.monotonic() - self.t0, 1)}
+        figures["load1"] = float(Path("/proc/loadavg").read_text().split()[0])
         figures.update(proc_figures(self.operator.pid, ports))
         try:
             text = self.scrape()
@@ -1241,7 +1242,7 @@ class Soak:
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
-                "shared": "shared with 7 other engineers' test runs during the soak",
+                "shared": load_note(self.samples),
             },
             "scenario": {
                 **{k: v for k, v in vars(self.args).items() if k != "results"},
@@ -1279,6 +1280,16 @@ class Soak:
         partial.write_text(
             json.dumps({"samples": self.samples, "faults": self.fault_log}, indent=1) + "\n"
         )
+
+
+def load_note(samples: list[dict[str, Any]]) -> str:
+    """The machine's 1-minute load average over the run (everything on it, the bench included)."""
+    loads = sorted(s["load1"] for s in samples if "load1" in s)
+    if not loads:
+        return "load average not recorded"
+    return (
+        f"1-minute load average during the soak: median {loads[len(loads) // 2]}, max {loads[-1]}"
+    )
 
 
 def trend(samples: list[dict[str, Any]]) -> dict[str, Any]:
