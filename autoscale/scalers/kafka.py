@@ -218,6 +218,9 @@ def _servers(raw: str) -> tuple[str, ...]:
     return servers
 
 
+MAX_PARTITION_IDS: Final = 100_000  # far beyond any topic; bounds what a range expands to
+
+
 def parse_partition_ids(raw: str) -> tuple[int, ...]:
     """KEDA's `partitionLimitation`: "1,2,10-12" -> (1, 2, 10, 11, 12), sorted, no repeats."""
     ids: set[int] = set()
@@ -232,6 +235,8 @@ def parse_partition_ids(raw: str) -> tuple[int, ...]:
             ids.add(int(first))
         elif int(first) > int(last):
             raise ValueError(f'the range "{item}" is reversed')
+        elif len(ids) + int(last) - int(first) + 1 > MAX_PARTITION_IDS:
+            raise ValueError(f"more than {MAX_PARTITION_IDS} partition ids")
         else:
             ids.update(range(int(first), int(last) + 1))
     if not ids:

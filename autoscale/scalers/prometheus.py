@@ -139,16 +139,26 @@ _UNIT_SECONDS: Final = {
 }
 
 
+MAX_TIMEOUT: Final = timedelta(hours=24)  # a socket refuses far larger ones only when used
+
+
 def _timeout(raw: str) -> timedelta:
     """KEDA's `timeout`: a number of milliseconds, or a Go duration ("1.5s", "1m30s")."""
     if raw.startswith("-"):
         raise ValueError("must not be negative")
-    if re.fullmatch(r"[0-9]+(?:\.[0-9]*)?", raw):
-        return timedelta(milliseconds=float(raw))
-    if _GO_DURATION.fullmatch(raw):
-        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _GO_PART.findall(raw))
-        return timedelta(seconds=seconds)
-    raise ValueError('expected milliseconds ("1500") or a duration ("1.5s", "2m")')
+    try:
+        if re.fullmatch(r"[0-9]+(?:\.[0-9]*)?", raw):
+            timeout = timedelta(milliseconds=float(raw))
+        elif _GO_DURATION.fullmatch(raw):
+            seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _GO_PART.findall(raw))
+            timeout = timedelta(seconds=seconds)
+        else:
+            raise ValueError('expected milliseconds ("1500") or a duration ("1.5s", "2m")')
+    except OverflowError:  # beyond timedelta's ~2.7 million years (or float's range)
+        raise ValueError("out of range: at most 24h") from None
+    if timeout > MAX_TIMEOUT:
+        raise ValueError("out of range: at most 24h")
+    return timeout
 
 
 def _pem(raw: str) -> str:

@@ -9,8 +9,10 @@ object may scale anything, and the healthy object keeps scaling through it all.
 
 The families cover every invalid case KEDA's admission webhook rejects within one object
 (docs/keda-parity.md section 5), the schema's types, required fields, enums and bounds, and what
-only the operator can check: redis-streams metadata, unknown trigger types, pause annotations,
-scalingModifiers formulas and authenticationRefs to TriggerAuthentications that do not exist.
+only the operator can check: the trigger metadata of every scaler (redis-streams, kafka,
+rabbitmq, aws-sqs-queue, prometheus: refused when the trigger is read, before any connection),
+unknown trigger types, pause annotations, scalingModifiers formulas and authenticationRefs to
+TriggerAuthentications that do not exist.
 Two objects on one workload, and a workload an HPA scales, are the operator's
 ScaleTargetConflict (tests/e2e/test_scaling_rules.py); a cpu/memory trigger is an unknown type
 here, so KEDA's "missing requests" check cannot arise.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ from tests.testbed.services import Redis
 
 pytestmark = [pytest.mark.testbed, pytest.mark.e2e]
 
-EXAMPLES_PER_FAMILY = 12  # 11 families: up to 132 objects (fewer where a family is smaller)
+EXAMPLES_PER_FAMILY = 12  # 15 families: up to 180 objects (fewer where a family is smaller)
 VICTIM = "victim"  # the workload every broken object names; it must never move
 VICTIM_REPLICAS = 1
 
@@ -458,6 +461,298 @@ def bad_redis_metadata(draw: st.DrawFn) -> Case:
     )
 
 
+# The other scalers: a trigger of the family's type, valid but for one thing, refused when the
+# operator reads it (before it connects anywhere: every address below is unreachable).
+
+Changes = dict[str, str | None]  # metadata key -> new value, or None to remove it
+
+not_boolean = token.filter(lambda w: w not in BOOLEANS)
+not_an_integer_text = st.one_of(
+    token.filter(lambda w: not w.lstrip("-").isdigit()),
+    st.sampled_from(["1.5", "1e3", "0x10", "5 jobs"]),
+)
+not_a_positive_integer = st.one_of(not_an_integer_text, st.integers(max_value=0).map(str))
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+not_a_number = st.one_of(
+    token.filter(lambda w: not NUMBER.fullmatch(w)),
+    st.sampled_from(["1e400", "-1e999", "nan", "inf", "1_000", "1,5"]),  # inf: out of range
+)
+
+
+def one_of_but(*allowed: str) -> st.SearchStrategy[str]:
+    """A value outside an enum."""
+    return token.filter(lambda w: w not in allowed)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A scaler's valid metadata and its single ways of breaking it."""
+
+    metadata: dict[str, str]
+    values: dict[str, st.SearchStrategy[str]]  # key -> bad values; the refusal names the key
+    flags: tuple[str, ...]  # boolean keys
+    rules: dict[str, tuple[Changes, str]]  # kind -> (changes, what the refusal mentions)
+
+
+def _metadata_case(
+    family: str, trigger: Trigger, changes: Changes, expect: str, detail: str
+) -> Case:
+    metadata = {**trigger.metadata, **changes}
+    replacement = {
+        "type": family,
+        "name": "q",
+        "metadata": {key: value for key, value in metadata.items() if value is not None},
+    }
+    return _case(family, _set("spec.triggers[0]", replacement), expect, detail)
+
+
+def bad_metadata(family: str, trigger: Trigger) -> st.SearchStrategy[Case]:
+    @st.composite
+    def strategy(draw: st.DrawFn) -> Case:
+        kinds = [*sorted(trigger.values), "not a boolean", *trigger.rules]
+        kind = draw(st.sampled_from(kinds))
+        if kind in trigger.rules:
+            changes, expect = trigger.rules[kind]
+            return _metadata_case(family, trigger, changes, expect, kind)
+        key = draw(st.sampled_from(trigger.flags)) if kind == "not a boolean" else kind
+        value = draw(not_boolean if kind == "not a boolean" else trigger.values[key])
+        return _metadata_case(family, trigger, {key: value}, f'"{key}"', f"{key}={value!r}")
+
+    return strategy()
+
+
+KAFKA = Trigger(
+    metadata={
+        "bootstrapServers": "kafka.invalid:9092",
+        "consumerGroup": "workers",
+        "topic": "orders",
+        "lagThreshold": "5",
+    },
+    values={
+        "bootstrapServers": st.one_of(
+            token.filter(lambda w: ":" not in w),
+            st.sampled_from(
+                ["kafka:", ":9092", "kafka:0", "kafka:65536", "kafka:port", "::1:9092", "[::1]"]
+            ),
+            token.map(lambda w: f"kafka.invalid:9092,{w}"),
+        ),
+        "lagThreshold": not_a_positive_integer,
+        "activationLagThreshold": st.one_of(
+            not_an_integer_text, st.integers(max_value=-1).map(str)
+        ),
+        "offsetResetPolicy": one_of_but("latest", "earliest"),
+        "partitionLimitation": st.one_of(
+            token.filter(lambda w: not re.fullmatch(r"[0-9]+(?:-[0-9]+)?", w)),
+            st.sampled_from(["3-1", "1,,x", ",", "1-2-3", "0,-4"]),
+        ),
+        "tls": one_of_but("enable", "disable"),
+        "sasl": one_of_but(
+            "none", "plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"
+        ),
+        "saslTokenProvider": one_of_but("bearer", "aws_msk_iam"),
+    },
+    flags=(
+        "allowIdleConsumers",
+        "excludePersistentLag",
+        "scaleToZeroOnInvalidOffset",
+        "limitToPartitionsWithLag",
+        "ensureEvenDistributionOfPartitions",
+        "unsafeSsl",
+        "fullMetadata",
+    ),
+    rules={
+        "no bootstrapServers": ({"bootstrapServers": None}, '"bootstrapServers"'),
+        "no consumerGroup": ({"consumerGroup": None}, '"consumerGroup"'),
+        "idle consumers and partitions with lag": (
+            {"allowIdleConsumers": "true", "limitToPartitionsWithLag": "True"},
+            '"allowIdleConsumers" and "limitToPartitionsWithLag" cannot both be true',
+        ),
+        "partitions with lag and even distribution": (
+            {"limitToPartitionsWithLag": "1", "ensureEvenDistributionOfPartitions": "t"},
+            '"ensureEvenDistributionOfPartitions" cannot both be true',
+        ),
+        "even distribution without a topic": (
+            {"ensureEvenDistributionOfPartitions": "TRUE", "topic": None},
+            '"ensureEvenDistributionOfPartitions" needs "topic"',
+        ),
+        "sasl without credentials": ({"sasl": "scram_sha512"}, 'needs auth param "username"'),
+        "sasl gssapi": ({"sasl": "gssapi"}, 'sasl "gssapi" is not supported'),
+        "aws_msk_iam": (
+            {"sasl": "oauthbearer", "saslTokenProvider": "aws_msk_iam"},
+            'saslTokenProvider "aws_msk_iam" is not supported',
+        ),
+    },
+)
+
+RABBITMQ_AMQP = "amqp://rabbitmq.invalid:5672/vhost"
+RABBITMQ = Trigger(
+    metadata={
+        "host": "http://rabbitmq.invalid:15672/vhost",
+        "queueName": "jobs",
+        "mode": "QueueLength",
+        "value": "5",
+    },
+    values={
+        "host": st.one_of(
+            token,  # not a URL
+            st.sampled_from(
+                [
+                    "rabbitmq:5672",
+                    "ftp://rabbitmq/",
+                    "amqp://",
+                    "http://rabbitmq:port/",
+                    "http://rabbitmq:99999/",
+                ]
+            ),
+        ),
+        "protocol": one_of_but("auto", "amqp", "http"),
+        "mode": one_of_but(
+            "QueueLength",
+            "MessageRate",
+            "DeliverGetRate",
+            "PublishedToDeliveredRatio",
+            "ExpectedQueueConsumptionTime",
+        ),
+        "value": st.one_of(
+            not_a_number,
+            st.integers(max_value=-1).map(str),
+            st.floats(min_value=-1e9, max_value=-1e-3).map(repr),
+        ),
+        "activationValue": not_a_number,
+        "operation": one_of_but("sum", "max", "avg"),
+        "pageSize": not_a_positive_integer,
+        "timeout": st.one_of(not_a_number, st.integers(max_value=-1).map(str), st.just("9" * 30)),
+    },
+    flags=("useRegex", "excludeUnacknowledged", "unsafeSsl"),
+    rules={
+        "no host": ({"host": None}, '"host"'),
+        "no queueName": ({"queueName": None}, '"queueName"'),
+        "mode without value": ({"value": None}, 'needs parameter "value"'),
+        "value without mode": ({"mode": None}, '"value" needs "mode"'),
+        "queueLength with mode and value": ({"queueLength": "5"}, '"queueLength"'),
+        "protocol against the host": ({"protocol": "amqp"}, 'protocol "amqp"'),
+        "rate over AMQP": (
+            {"host": RABBITMQ_AMQP, "mode": "MessageRate"},
+            'mode "MessageRate" needs the management API',
+        ),
+        "useRegex over AMQP": ({"host": RABBITMQ_AMQP, "useRegex": "true"}, '"useRegex: true"'),
+        "excludeUnacknowledged over AMQP": (
+            {"host": RABBITMQ_AMQP, "excludeUnacknowledged": "true"},
+            '"excludeUnacknowledged: true"',
+        ),
+        "timeout over AMQP": ({"host": RABBITMQ_AMQP, "timeout": "1000"}, '"timeout"'),
+    },
+)
+
+SQS_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
+AWS_SQS_QUEUE = Trigger(
+    metadata={"queueURL": SQS_URL, "queueLength": "5", "awsRegion": "eu-west-1"},
+    values={
+        "queueURL": st.one_of(
+            st.sampled_from(
+                [
+                    "ftp://sqs.eu-west-1.amazonaws.com/123456789012/jobs",
+                    "https:///123456789012/jobs",
+                    "https://sqs.eu-west-1.amazonaws.com/jobs",
+                    f"{SQS_URL}/more",
+                    "https://sqs.eu-west-1.amazonaws.com/123456789012/",
+                    "jobs.fifo.fifo",
+                ]
+            ),
+            st.builds(  # a queue name with a character SQS does not allow
+                "{}{}{}".format, token, st.sampled_from(list("!#$%&*+;=?@~ ,")), token
+            ),
+            st.text(alphabet=ALNUM, min_size=81, max_size=90),  # too long
+        ),
+        "queueLength": not_a_positive_integer,
+        "activationQueueLength": not_an_integer_text,
+        "awsRegion": st.one_of(
+            st.sampled_from(["-eu-west-1", "eu-west-1-", "eu.west.1", "eu west 1"]),
+            st.builds("{}_{}".format, word, word),
+        ),
+        "awsEndpoint": st.one_of(
+            token,
+            st.sampled_from(["localstack:4566", "ftp://localstack:4566", "http://", "https:///x"]),
+        ),
+        "identityOwner": one_of_but("pod", "operator"),
+    },
+    flags=("scaleOnInFlight", "scaleOnDelayed"),
+    rules={
+        "no queueURL": ({"queueURL": None}, '"queueURL"'),
+        "no region, a queue name": ({"queueURL": "jobs", "awsRegion": None}, '"awsRegion"'),
+        "no region, another host": (
+            {"queueURL": "http://localstack.invalid:4566/000000000000/jobs", "awsRegion": None},
+            '"awsRegion"',
+        ),
+        "access key id without its secret": (
+            {"awsAccessKeyID": "AKIAIOSFODNN7EXAMPLE"},
+            '"awsSecretAccessKey"',
+        ),
+    },
+)
+
+PROMETHEUS = Trigger(
+    metadata={
+        "serverAddress": "http://prometheus.invalid:9090",
+        "query": "sum(rate(http_requests_total[1m]))",
+        "threshold": "5",
+    },
+    values={
+        "serverAddress": st.one_of(
+            token,  # not a URL
+            st.sampled_from(
+                [
+                    "prometheus:9090",
+                    "ftp://prometheus:9090",
+                    "http://",
+                    "http://prometheus:0",
+                    "http://prometheus:port",
+                    "http://user:secret@prometheus:9090",
+                    "http://prometheus:9090/?a=1",
+                    "http://prometheus:9090#top",
+                ]
+            ),
+        ),
+        "threshold": st.one_of(not_a_number, st.integers(max_value=0).map(str)),
+        "activationThreshold": not_a_number,
+        "timeout": st.one_of(
+            token.filter(
+                lambda w: not re.fullmatch(r"[0-9]+|(?:[0-9]*\.?[0-9]+(?:ns|us|ms|s|m|h))+", w)
+            ),
+            st.integers(max_value=-1).map(str),
+            st.sampled_from(["5 s", "1.5.5s", "1d"]),
+        ),
+        "authModes": one_of_but("bearer", "basic", "tls", "custom", "oauth", "apiKey"),
+        "queryParameters": st.one_of(
+            token.filter(lambda w: "=" not in w), st.sampled_from(["query=up", "=x", "a=1,b"])
+        ),
+        "customHeaders": st.one_of(
+            token.filter(lambda w: "=" not in w),
+            st.sampled_from(["X Header=1", "=1", "X@=1", "a=b,c", "X(y)=1"]),
+        ),
+    },
+    flags=("ignoreNullValues", "unsafeSsl"),
+    rules={
+        "no serverAddress": ({"serverAddress": None}, '"serverAddress"'),
+        "no query": ({"query": None}, '"query"'),
+        "no threshold": ({"threshold": None}, '"threshold"'),
+        "timeout out of range": ({"timeout": "9" * 30}, '"timeout"'),
+        "timeout in hours out of range": ({"timeout": "9" * 12 + "h"}, '"timeout"'),
+        "two exclusive auth modes": ({"authModes": "bearer,basic"}, '"authModes"'),
+        "bearer without a token": ({"authModes": "bearer"}, 'authModes "bearer"'),
+        "oauth": ({"authModes": "oauth"}, 'authModes "oauth"'),
+        "namespace twice": (
+            {"namespace": "default", "queryParameters": "namespace=other"},
+            '"queryParameters"',
+        ),
+        "Amazon Managed Prometheus": ({"awsRegion": "eu-west-1"}, '"awsRegion"'),
+        "Google Managed Prometheus": (
+            {"credentialsFromEnv": "GOOGLE_CREDENTIALS"},
+            '"credentialsFromEnv"',
+        ),
+    },
+)
+
 KNOWN_TYPES = {"redis-streams", "kafka", "rabbitmq", "aws-sqs-queue", "prometheus"}
 
 
@@ -513,6 +808,10 @@ FAMILIES = {
     "webhook": cross_field(),
     "scalingModifiers": bad_modifiers(),
     "redis-streams": bad_redis_metadata(),
+    "kafka": bad_metadata("kafka", KAFKA),
+    "rabbitmq": bad_metadata("rabbitmq", RABBITMQ),
+    "aws-sqs-queue": bad_metadata("aws-sqs-queue", AWS_SQS_QUEUE),
+    "prometheus": bad_metadata("prometheus", PROMETHEUS),
     "trigger type": unknown_type(),
     "pause annotation": bad_pause(),
     "authenticationRef": missing_authentication(),

@@ -310,6 +310,8 @@ def test_parse_partition_ids(raw: str, expected: tuple[int, ...]) -> None:
         pytest.param("1-2-3", '"1-2-3" is not a partition id', id="double-range"),
         pytest.param("9-3", 'the range "9-3" is reversed', id="reversed"),
         pytest.param(",", "no partition ids", id="empty"),
+        pytest.param("0-9999999999", "more than 100000 partition ids", id="huge-range"),
+        pytest.param("0-60000,70000-110000", "more than 100000", id="ranges-add-up"),
     ],
 )
 def test_parse_partition_ids_errors(raw: str, message: str) -> None:

@@ -1177,8 +1177,13 @@ def test_timeout_converter_edges() -> None:
     assert prometheus._timeout("2h45m") == timedelta(hours=2, minutes=45)
     assert prometheus._timeout(".5s") == timedelta(milliseconds=500)
     assert prometheus._timeout("100µs") == timedelta(microseconds=100)
+    assert prometheus._timeout("24h") == timedelta(hours=24)
     with pytest.raises(ValueError, match="expected milliseconds"):
         prometheus._timeout("5d")
+    # Too long for a socket (which would fail only at the first poll) or for timedelta.
+    for raw in ("24h1s", "86400001", "999999999999h", "9" * 30, "1" + "0" * 400 + "s"):
+        with pytest.raises(ValueError, match=r"^out of range: at most 24h$"):
+            prometheus._timeout(raw)
 
 
 def test_pem_file_in_memory_is_closed_after_loading() -> None:
