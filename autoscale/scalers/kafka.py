@@ -90,15 +90,12 @@ import base64
 import contextlib
 import logging
 import math
-import os
 import re
 import ssl
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar
 
 import aiohttp
@@ -111,7 +108,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 
 from autoscale.errors import ConfigError, ScalerError, ScalerQueryError, ScalerUnavailableError
-from autoscale.scalers import registry
+from autoscale.scalers import registry, tls
 from autoscale.scalers.base import MetricSample, MetricType
 from autoscale.scalers.connections import (
     Lease,
@@ -640,64 +637,20 @@ class KafkaEndpoint:
 
 def _tls_context(config: KafkaConfig, *, system_roots: bool = True) -> ssl.SSLContext:
     """KEDA's TLS client settings: system roots plus `ca`; `unsafeSsl` skips verification."""
-    if config.unsafe_ssl or not system_roots:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    else:
-        context = ssl.create_default_context()
-    if config.unsafe_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if config.ca:
-        context.load_verify_locations(cadata=config.ca)
-    if config.cert and config.key:
-        key_password = config.key_password or ""
-        with _pem_file(config.cert) as cert_path, _pem_file(config.key) as key_path:
-            # A callable, so that OpenSSL never prompts on a terminal for a missing password.
-            context.load_cert_chain(cert_path, key_path, password=lambda: key_password)
-    return context
+    return tls.client_context(
+        ca=config.ca,
+        cert=config.cert,
+        key=config.key,
+        key_password=config.key_password,
+        unsafe_ssl=config.unsafe_ssl,
+        system_roots=system_roots,
+    )
 
 
 def _check_tls_material(config: KafkaConfig) -> str | None:
     """Why `ca`, `cert`, `key` and `keyPassword` cannot be used, or None; never their text."""
-    try:
-        _tls_context(config, system_roots=False)
-    except (ssl.SSLError, ValueError, TypeError, OSError) as exc:
-        which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
-        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else "invalid"
-        return f"auth param {which} cannot be loaded as TLS material ({reason})"
-    return None
-
-
-@contextlib.contextmanager
-def _pem_file(text: str) -> Iterator[str]:
-    """A path to `text` for OpenSSL, which loads keys from files only: an anonymous in-memory
-    file where the OS has them (Linux memfd with /proc), else a private temporary file; either
-    is gone on exit."""
-    data = text.encode()
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd_create("autoscale-pem", getattr(os, "MFD_CLOEXEC", 0))
-        try:
-            _write_all(fd, data)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="autoscale-") as directory:
-        path = Path(directory) / "material.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        yield str(path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
+    return tls.material_problem(lambda: _tls_context(config, system_roots=False), which)
 
 
 class OAuthTokenError(aiokafka.errors.KafkaError):  # type: ignore[misc]  # untyped base

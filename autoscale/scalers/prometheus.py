@@ -73,14 +73,11 @@ import contextlib
 import http
 import json
 import math
-import os
 import re
 import ssl
-import tempfile
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
@@ -93,7 +90,7 @@ from urllib3.util.retry import Retry
 
 import autoscale
 from autoscale.errors import ConfigError, ScalerError, ScalerQueryError, ScalerUnavailableError
-from autoscale.scalers import blocking, registry
+from autoscale.scalers import blocking, registry, tls
 from autoscale.scalers.base import MetricSample, MetricType
 from autoscale.scalers.connections import (
     Lease,
@@ -596,64 +593,22 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
 
 def _tls_context(config: PrometheusConfig, *, system_roots: bool = True) -> ssl.SSLContext:
-    """KEDA's TLS client: trusted roots plus `ca`; `unsafeSsl` skips verification."""
-    if config.unsafe_ssl or not system_roots:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    else:
-        context = ssl.create_default_context()
-        context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)  # what requests trusts by default
-    if config.unsafe_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if config.ca:
-        context.load_verify_locations(cadata=config.ca)
-    if config.client_certificate and config.cert and config.key:
-        with _pem_file(config.cert) as cert_path, _pem_file(config.key) as key_path:
-            # A callable, so that OpenSSL never prompts on a terminal for a key password.
-            context.load_cert_chain(cert_path, key_path, password=lambda: "")
-    return context
+    """KEDA's TLS client: trusted roots (with what requests trusts by default) plus `ca`;
+    `unsafeSsl` skips verification."""
+    return tls.client_context(
+        ca=config.ca,
+        cert=config.cert if config.client_certificate else None,
+        key=config.key if config.client_certificate else None,
+        unsafe_ssl=config.unsafe_ssl,
+        system_roots=system_roots,
+        extra_roots_file=DEFAULT_CA_BUNDLE_PATH,
+    )
 
 
 def _check_tls_material(config: PrometheusConfig) -> str | None:
     """Why `ca`, `cert` and `key` cannot be used, or None; never their text."""
-    try:
-        _tls_context(config, system_roots=False)
-    except (ssl.SSLError, ValueError, TypeError, OSError) as exc:
-        which = '"ca", "cert" or "key"' if config.client_certificate else '"ca"'
-        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else "invalid"
-        return f"auth param {which} cannot be loaded as TLS material ({reason})"
-    return None
-
-
-@contextlib.contextmanager
-def _pem_file(text: str) -> Iterator[str]:
-    """A path to `text` for OpenSSL, which loads keys from files only: an anonymous in-memory
-    file where the OS has them (Linux memfd), else a private temporary file; gone on exit."""
-    data = text.encode()
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd_create("autoscale-pem", getattr(os, "MFD_CLOEXEC", 0))
-        try:
-            _write_all(fd, data)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="autoscale-") as directory:
-        path = Path(directory) / "material.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        yield str(path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    which = '"ca", "cert" or "key"' if config.client_certificate else '"ca"'
+    return tls.material_problem(lambda: _tls_context(config, system_roots=False), which)
 
 
 def _open_client(config: PrometheusConfig) -> PrometheusConnect:

@@ -65,15 +65,12 @@ import contextlib
 import enum
 import json
 import math
-import os
 import re
 import ssl
-import tempfile
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Final, Self
 
 import aiohttp
@@ -82,7 +79,7 @@ import aiormq.exceptions
 from yarl import URL
 
 from autoscale.errors import ConfigError, ScalerQueryError, ScalerUnavailableError
-from autoscale.scalers import registry
+from autoscale.scalers import registry, tls
 from autoscale.scalers.base import MetricSample, MetricType
 from autoscale.scalers.connections import Lease, SharedClients, secret_digest
 from autoscale.scalers.params import AUTH, ENV, METADATA, parse_params
@@ -727,64 +724,21 @@ class ManagementEndpoint:
 def _tls_context(config: RabbitMQConfig, *, system_roots: bool = True) -> ssl.SSLContext:
     """KEDA's TLS client settings: system roots, plus `ca`/`cert`/`key` with `tls: enable`;
     `unsafeSsl` skips verification."""
-    if config.unsafe_ssl or not system_roots:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    else:
-        context = ssl.create_default_context()
-    if config.unsafe_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if config.tls_material:
-        if config.ca:
-            context.load_verify_locations(cadata=config.ca)
-        if config.cert and config.key:
-            key_password = config.key_password or ""
-            with _pem_file(config.cert) as cert_path, _pem_file(config.key) as key_path:
-                # A callable, so that OpenSSL never prompts on a terminal for a password.
-                context.load_cert_chain(cert_path, key_path, password=lambda: key_password)
-    return context
+    material = config.tls_material
+    return tls.client_context(
+        ca=config.ca if material else None,
+        cert=config.cert if material else None,
+        key=config.key if material else None,
+        key_password=config.key_password,
+        unsafe_ssl=config.unsafe_ssl,
+        system_roots=system_roots,
+    )
 
 
 def _check_tls_material(config: RabbitMQConfig) -> str | None:
     """Why `ca`, `cert`, `key` and `keyPassword` cannot be used, or None; never their text."""
-    try:
-        _tls_context(config, system_roots=False)
-    except (ssl.SSLError, ValueError, TypeError, OSError) as exc:
-        which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
-        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else "invalid"
-        return f"auth param {which} cannot be loaded as TLS material ({reason})"
-    return None
-
-
-@contextlib.contextmanager
-def _pem_file(text: str) -> Iterator[str]:
-    """A path to `text` for OpenSSL, which loads keys from files only: an anonymous in-memory
-    file where the OS has them (Linux memfd), else a private temporary file; gone on exit."""
-    data = text.encode()
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd_create("autoscale-pem", getattr(os, "MFD_CLOEXEC", 0))
-        try:
-            _write_all(fd, data)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="autoscale-") as directory:
-        path = Path(directory) / "material.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        yield str(path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
+    return tls.material_problem(lambda: _tls_context(config, system_roots=False), which)
 
 
 # ---------------------------------------------------------------------------------------------

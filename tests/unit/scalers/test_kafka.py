@@ -9,12 +9,10 @@ import asyncio
 import base64
 import hashlib
 import logging
-import os
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiokafka.errors
@@ -1230,27 +1228,6 @@ def test_mismatched_cert_and_key(tls_material: dict[str, str]) -> None:
 def test_tls_material_is_not_checked_while_tls_is_off() -> None:
     """KEDA reads ca/cert/key only with tls enabled; so do we (with a warning)."""
     assert not config(BASE, {"ca": "-----BEGIN CERTIFICATE-----\nAAAA\n"}).use_tls
-
-
-def test_pem_material_is_handed_to_openssl_from_memory_and_closed() -> None:
-    """Where the OS has memfd, the key never touches a file system, and the fd is closed."""
-    if not hasattr(os, "memfd_create"):
-        pytest.skip("no memfd_create on this platform")
-    with kafka._pem_file("-----BEGIN X-----\n") as path:
-        assert path.startswith("/proc/self/fd/")
-        assert Path(path).read_text() == "-----BEGIN X-----\n"
-        fd = int(path.rsplit("/", 1)[1])
-    after = f"/proc/self/fd/{fd}"  # closed: gone, or the number reused by something else
-    assert not os.path.lexists(after) or "memfd:autoscale-pem" not in os.readlink(after)
-
-
-def test_pem_material_fallback_is_private_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without memfd: a 0600 file in a private temporary directory, removed on exit."""
-    monkeypatch.delattr(os, "memfd_create", raising=False)
-    with kafka._pem_file("-----BEGIN X-----\n") as path:
-        assert Path(path).stat().st_mode & 0o777 == 0o600
-        assert Path(path).parent.stat().st_mode & 0o777 == 0o700
-    assert not Path(path).exists()
 
 
 # ---------------------------------------------------------------------------------------------

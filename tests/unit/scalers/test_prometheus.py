@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import ssl
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1184,26 +1182,3 @@ def test_timeout_converter_edges() -> None:
     for raw in ("24h1s", "86400001", "999999999999h", "9" * 30, "1" + "0" * 400 + "s"):
         with pytest.raises(ValueError, match=r"^out of range: at most 24h$"):
             prometheus._timeout(raw)
-
-
-def test_pem_file_in_memory_is_closed_after_loading() -> None:
-    """Where the OS has memfd, the key never touches a file system, and the fd is closed."""
-    if not hasattr(os, "memfd_create"):
-        pytest.skip("no memfd_create on this platform")
-    with prometheus._pem_file("-----BEGIN X-----\n") as path:
-        assert path.startswith("/proc/self/fd/")
-        assert Path(path).read_text() == "-----BEGIN X-----\n"
-        fd = int(path.rsplit("/", 1)[1])
-    after = f"/proc/self/fd/{fd}"  # closed: gone, or the number reused by something else
-    assert not os.path.lexists(after) or "memfd:autoscale-pem" not in os.readlink(after)
-
-
-def test_pem_file_fallback_is_private_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without memfd: a 0600 file in a private temporary directory, removed on exit."""
-    monkeypatch.delattr(os, "memfd_create", raising=False)
-    with prometheus._pem_file("-----BEGIN X-----\n") as path:
-        assert Path(path).read_text() == "-----BEGIN X-----\n"
-        assert Path(path).stat().st_mode & 0o777 == 0o600
-        assert Path(path).parent.stat().st_mode & 0o777 == 0o700
-    assert not Path(path).exists()
-    assert not Path(path).parent.exists()

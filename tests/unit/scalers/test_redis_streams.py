@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import ssl
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -777,30 +775,6 @@ def test_mismatched_cert_and_key(tls_material: dict[str, str]) -> None:
     other = TinyCA("other").issue("x").key_pem.decode()
     message = error({**BASE, "enableTLS": "true"}, {"cert": tls_material["cert"], "key": other})
     assert "cannot be loaded as TLS material" in message
-
-
-def test_pem_file_in_memory_is_closed_after_loading() -> None:
-    """Where the OS has memfd, the key never touches a file system, and the fd is closed."""
-    if not hasattr(os, "memfd_create"):
-        pytest.skip("no memfd_create on this platform")
-    with redis_streams._pem_file("-----BEGIN X-----\n") as path:
-        assert path.startswith("/proc/self/fd/")
-        assert Path(path).read_text() == "-----BEGIN X-----\n"
-        fd = int(path.rsplit("/", 1)[1])
-        assert "memfd:autoscale-pem" in os.readlink(path)
-    after = f"/proc/self/fd/{fd}"  # closed: gone, or the number reused by something else
-    assert not os.path.lexists(after) or "memfd:autoscale-pem" not in os.readlink(after)
-
-
-def test_pem_file_fallback_is_private_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without memfd: a 0600 file in a private temporary directory, removed on exit."""
-    monkeypatch.delattr(os, "memfd_create", raising=False)
-    with redis_streams._pem_file("-----BEGIN X-----\n") as path:
-        assert Path(path).read_text() == "-----BEGIN X-----\n"
-        assert Path(path).stat().st_mode & 0o777 == 0o600
-        assert Path(path).parent.stat().st_mode & 0o777 == 0o700
-    assert not Path(path).exists()
-    assert not Path(path).parent.exists()
 
 
 # ---------------------------------------------------------------------------------------------
