@@ -52,6 +52,16 @@ def _reasons(kube: KubeAPIServer, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events(kube, namespace, name)]
 
 
+def _redis_worker(
+    kube: KubeAPIServer, namespace: str, redis: Redis, stream: str, name: str, **spec: Any
+) -> None:
+    """A Deployment `name` at 0 and a ScaledObject `name` on it: one pending entry of `stream`
+    per replica, at most 10."""
+    apply(kube, namespace, deployment(name, replicas=0))
+    trigger = redis_trigger(f"127.0.0.1:{redis.port}", stream, pending=1)
+    apply(kube, namespace, scaled_object(name, name, [trigger], maxReplicaCount=10, **spec))
+
+
 def test_apiserver_restart_resumes_watches_without_missing_or_repeating(
     private_kube: KubeAPIServer,
     namespace: str,
@@ -224,17 +234,7 @@ def test_throttled_scale_is_retried_no_sooner_than_retry_after(
     operator: OperatorFactory,
 ) -> None:
     client, name = stream
-    apply(crds, namespace, deployment("w", replicas=0))
-    apply(
-        crds,
-        namespace,
-        scaled_object(
-            "w",
-            "w",
-            [redis_trigger(f"127.0.0.1:{redis_server.port}", name, pending=1)],
-            maxReplicaCount=10,
-        ),
-    )
+    _redis_worker(crds, namespace, redis_server, name, "w")
     scale = _scale(namespace, "w")
     rule = api_proxy.fail("PATCH", scale, 429, times=3, retry_after=3)
     op = operator(kubeconfig=api_proxy.kubeconfig)
@@ -259,17 +259,7 @@ def test_server_errors_back_off_exponentially_and_the_scale_succeeds(
     operator: OperatorFactory,
 ) -> None:
     client, name = stream
-    apply(crds, namespace, deployment("w", replicas=0))
-    apply(
-        crds,
-        namespace,
-        scaled_object(
-            "w",
-            "w",
-            [redis_trigger(f"127.0.0.1:{redis_server.port}", name, pending=1)],
-            maxReplicaCount=10,
-        ),
-    )
+    _redis_worker(crds, namespace, redis_server, name, "w")
     scale = _scale(namespace, "w")
     rule = api_proxy.fail("PATCH", scale, 500, times=4)  # no Retry-After
     op = operator(kubeconfig=api_proxy.kubeconfig)
@@ -297,17 +287,7 @@ def test_persistent_status_errors_are_not_a_hot_loop(
     """Every write of status answers 503 for 12 s, and the controller's list of ScaledObjects
     answers 500 four times: requests are spaced out, the object still scales."""
     client, name = stream
-    apply(crds, namespace, deployment("w", replicas=0))
-    apply(
-        crds,
-        namespace,
-        scaled_object(
-            "w",
-            "w",
-            [redis_trigger(f"127.0.0.1:{redis_server.port}", name, pending=1)],
-            maxReplicaCount=10,
-        ),
-    )
+    _redis_worker(crds, namespace, redis_server, name, "w")
     status = rf"^/apis/autoscale\.dev/v1alpha1/namespaces/{namespace}/scaledobjects/w/status$"
     collection = _so_watch(namespace)
     status_rule = api_proxy.fail("PATCH", status, 503, times=None)
@@ -340,17 +320,7 @@ def test_conflicts_are_retried(
 ) -> None:
     """409 on the /scale patch and on the finalizer update: both are tried again and happen."""
     client, name = stream
-    apply(crds, namespace, deployment("w", replicas=0))
-    apply(
-        crds,
-        namespace,
-        scaled_object(
-            "w",
-            "w",
-            [redis_trigger(f"127.0.0.1:{redis_server.port}", name, pending=1)],
-            maxReplicaCount=10,
-        ),
-    )
+    _redis_worker(crds, namespace, redis_server, name, "w")
     scale = _scale(namespace, "w")
     so_path = rf"^/apis/autoscale\.dev/v1alpha1/namespaces/{namespace}/scaledobjects/w$"
     scale_rule = api_proxy.fail("PATCH", scale, 409, times=2)
@@ -448,18 +418,7 @@ def test_a_hung_api_request_holds_only_its_own_object(
     answer comes and it has scaled."""
     client, name = stream
     for so in ("stuck", "free"):
-        apply(crds, namespace, deployment(so, replicas=0))
-        apply(
-            crds,
-            namespace,
-            scaled_object(
-                so,
-                so,
-                [redis_trigger(f"127.0.0.1:{redis_server.port}", name, pending=1)],
-                maxReplicaCount=10,
-                advanced=UNLIMITED,
-            ),
-        )
+        _redis_worker(crds, namespace, redis_server, name, so, advanced=UNLIMITED)
     op = operator(kubeconfig=api_proxy.kubeconfig)
     for so in ("stuck", "free"):
         wait_condition(crds, namespace, so, "Ready", "True")
