@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -49,6 +50,10 @@ API_BACKOFF_MAX = 60.0
 # A spec that cannot be used is tried again after 1 s, doubling up to 60 s.
 CONFIGURE_RETRY_INITIAL = 1.0
 CONFIGURE_RETRY_MAX = 60.0
+# Status figures that move on every poll without changing a decision (a failure count past the
+# threshold, lastActiveTime of an object that stays active: status.only_refreshes_changed) are
+# written this often, not at every poll.
+STATUS_REFRESH = 60.0
 
 
 def phase_of(key: str) -> float:
@@ -201,6 +206,7 @@ class LoopState:
     fallback_active: bool = False
     ready_reason: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    written_at: float = -math.inf  # time.monotonic() of the last status write
 
 
 class ScaleLoop:
@@ -241,6 +247,12 @@ class ScaleLoop:
             original_replicas=_int_or_none(raw_status.get("originalReplicaCount")),
             conditions=[dict(c) for c in raw_status.get("conditions") or ()],
             last_status=None,
+        )
+        self.state.engine = resumed_engine(
+            self.state.engine,
+            self.state.conditions,
+            now=clock(),
+            polling_interval=so.spec.polling_interval,
         )
         self.triggers: list[_Trigger] = []
         self.modifiers: formula.ScalingModifiers | None = None
@@ -626,6 +638,13 @@ class ScaleLoop:
         body = {k: v for k, v in body.items() if v is not None}
         if body == self.state.last_status:
             return
+        fallback = self.so.spec.fallback
+        settled = fallback.failure_threshold + 1 if fallback is not None else 1
+        if (
+            status.only_refreshes_changed(self.state.last_status, body, settled)
+            and time.monotonic() - self.state.written_at < STATUS_REFRESH
+        ):
+            return  # nothing that changes a decision; written at the next refresh
         try:
             await self.kube.patch_scaled_object_status(self.namespace, self.name, body)
         except TargetNotFoundError:
@@ -635,6 +654,7 @@ class ScaleLoop:
             log.warning("%s: writing status failed: %s", self.label, exc)
             return
         self.state.last_status = body
+        self.state.written_at = time.monotonic()
         self.state.conditions = body["conditions"]
 
     def _static_status(self) -> dict[str, Any]:
@@ -703,6 +723,30 @@ def _engine_state(raw: Any) -> replicas.EngineState:
     except (ValueError, TypeError) as exc:
         log.warning("ignoring malformed status.engine: %s", exc)
         return replicas.EngineState()
+
+
+def resumed_engine(
+    engine: replicas.EngineState,
+    conditions: list[dict[str, Any]],
+    *,
+    now: float,
+    polling_interval: float,
+) -> replicas.EngineState:
+    """The engine state read back from the status, made safe to resume from.
+
+    While an object stays active its lastActiveTime is written only every STATUS_REFRESH
+    seconds, so if the status says it was active, it may have been active until a poll after
+    that write. The cooldown then counts from the latest moment it can have been active
+    (never later than now): a restart never scales down early."""
+    was_active = any(
+        c.get("type") == status.ACTIVE and c.get("status") == "True" for c in conditions
+    )
+    if engine.last_active_time is None or not was_active:
+        return engine
+    latest = engine.last_active_time + STATUS_REFRESH + polling_interval
+    return dataclasses.replace(
+        engine, last_active_time=max(engine.last_active_time, min(now, latest))
+    )
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -125,3 +125,43 @@ def health(failures: Mapping[str, int], metric_names: Sequence[str]) -> dict[str
         }
         for name in metric_names
     }
+
+
+def only_refreshes_changed(
+    previous: Mapping[str, Any] | None, current: Mapping[str, Any], settled: int
+) -> bool:
+    """Whether status body `current` differs from `previous` only in figures that move on
+    every poll without changing any decision, so the loop may write them less often:
+
+    - consecutive-failure counts (`health`, `engine.failures`) that were already at `settled`
+      or more and still are (`settled` is failureThreshold + 1 with a fallback, else 1);
+    - `lastActiveTime` (and the engine's copy) moving on while the object stays active (both
+      bodies have one; becoming inactive changes the `Active` condition, which is written).
+
+    KEDA writes both on every poll: an active or failing object costs the API server a write
+    per object per poll. The loop writes them once a minute (`loop.STATUS_REFRESH`)."""
+    if previous is None or previous == current:
+        return False
+    return _settle(previous, settled, current) == _settle(current, settled, previous)
+
+
+def _settle(body: Mapping[str, Any], settled: int, other: Mapping[str, Any]) -> dict[str, Any]:
+    """`body` with failure counts above `settled` lowered to it, and without lastActiveTime
+    where `other` has one too."""
+    found = dict(body)
+    if isinstance(body.get("health"), Mapping):
+        found["health"] = {
+            name: {**entry, "numberOfFailures": min(entry.get("numberOfFailures", 0), settled)}
+            for name, entry in body["health"].items()
+        }
+    if "lastActiveTime" in body and "lastActiveTime" in other:
+        del found["lastActiveTime"]
+    engine, other_engine = body.get("engine"), other.get("engine")
+    if isinstance(engine, Mapping):
+        engine = dict(engine)
+        if isinstance(engine.get("failures"), Mapping):
+            engine["failures"] = {n: min(c, settled) for n, c in engine["failures"].items()}
+        if isinstance(other_engine, Mapping) and "lastActiveTime" in other_engine:
+            engine.pop("lastActiveTime", None)
+        found["engine"] = engine
+    return found

@@ -26,9 +26,11 @@ from tests.e2e.workloads import (
 from tests.faults.apiproxy import ApiProxy
 from tests.faults.conftest import (
     OperatorFactory,
+    RestartableRedis,
     api_ready,
     assert_healthy,
     hold_replicas,
+    make_group,
     scale_writes,
     wait_condition,
     wait_replicas,
@@ -431,4 +433,59 @@ def test_a_hung_api_request_holds_only_its_own_object(
     assert time.monotonic() - held < 5, "the held request was let go too early for this check"
     wait_replicas(crds, namespace, "deployment", "stuck", 2, timeout=15)
     assert time.monotonic() - held >= 5
+    assert_healthy(op)
+
+
+def test_activity_and_outages_cost_a_few_status_writes_not_one_per_poll(
+    crds: KubeAPIServer,
+    namespace: str,
+    own_redis: RestartableRedis,
+    unique_name: str,
+    api_proxy: ApiProxy,
+    operator: OperatorFactory,
+) -> None:
+    """pollingInterval 1 s, fallback after 2 failures. While the object is steadily active its
+    status is not rewritten (lastActiveTime moves on at each poll; KEDA writes it each poll).
+    Through a 15 s Redis outage the status is written as the trigger starts failing, as its
+    count reaches the threshold and as fallback applies, then not again for a minute: a
+    failure count past the one that decides anything is not worth an API write per poll (KEDA
+    writes status.health on every poll). When Redis returns, the recovery is written at once."""
+    client = own_redis.client()
+    make_group(client, unique_name)
+    apply(crds, namespace, deployment("w", replicas=0))
+    trigger = redis_trigger(own_redis.address, unique_name, pending=1)
+    fallback = {"failureThreshold": 2, "replicas": 4}
+    spec = {"maxReplicaCount": 10, "fallback": fallback, "advanced": UNLIMITED}
+    apply(crds, namespace, scaled_object("w", "w", [trigger], **spec))
+    status = rf"^/apis/autoscale\.dev/v1alpha1/namespaces/{namespace}/scaledobjects/w/status$"
+    op = operator(kubeconfig=api_proxy.kubeconfig)
+    make_pending(client, unique_name, 2)
+    wait_replicas(crds, namespace, "deployment", "w", 2)
+    wait_condition(crds, namespace, "w", "Ready", "True")
+    # Active and steady: lastActiveTime moves on at every poll, and is not written for that.
+    steady = time.monotonic()
+    time.sleep(8)
+    writes = [r for r in api_proxy.requests("PATCH", status) if r.at >= steady]
+    assert len(writes) <= 1, f"{len(writes)} status writes in 8 s of steady activity: {writes}"
+
+    own_redis.stop()
+    down = time.monotonic()
+    wait_replicas(crds, namespace, "deployment", "w", 4, timeout=15)
+    time.sleep(max(0.0, down + 15 - time.monotonic()))
+    writes = [r for r in api_proxy.requests("PATCH", status) if r.at >= down]
+    so = get(crds, namespace, "so", "w")
+    (health,) = so["status"]["health"].values()
+    assert health["numberOfFailures"] > 2, so["status"]
+    # About 15 failed polls: the first failure, the second, fallback (the third); a 4th write
+    # may come from a poll that straddled the stop.
+    assert len(writes) <= 4, f"{len(writes)} status writes in 15 s of outage: {writes}"
+
+    own_redis.start()
+    client = own_redis.client()
+    make_group(client, unique_name)
+    make_pending(client, unique_name, 1)
+    wait_replicas(crds, namespace, "deployment", "w", 1, timeout=30)
+    so = wait_condition(crds, namespace, "w", "Fallback", "False")
+    (health,) = so["status"]["health"].values()
+    assert health == {"numberOfFailures": 0, "status": "Happy"}, so["status"]
     assert_healthy(op)
