@@ -28,6 +28,7 @@ from tests.faults.conftest import (
     hold_replicas,
     make_group,
     metric_samples,
+    operator_sockets,
     wait_condition,
     wait_replicas,
 )
@@ -110,41 +111,6 @@ def test_redis_outage_holds_the_count_falls_back_and_recovers(
     assert_healthy(op)
 
 
-def _operator_sockets(pid: int, port: int) -> dict[str, int]:
-    """The operator process's TCP sockets to `port`, by state (ESTABLISHED, CLOSE_WAIT...)."""
-    import os
-
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    states = {
-        "01": "ESTABLISHED",
-        "02": "SYN_SENT",
-        "06": "TIME_WAIT",
-        "07": "CLOSE",
-        "08": "CLOSE_WAIT",
-        "04": "FIN_WAIT1",
-        "05": "FIN_WAIT2",
-        "09": "LAST_ACK",
-    }
-    found: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            next(lines)
-            for line in lines:
-                fields = line.split()
-                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                if remote_port == port and fields[9] in inodes:
-                    state = states.get(fields[3], fields[3])
-                    found[state] = found.get(state, 0) + 1
-    return found
-
-
 def test_no_connection_leak_across_repeated_redis_outages(
     crds: KubeAPIServer,
     namespace: str,
@@ -181,7 +147,7 @@ def test_no_connection_leak_across_repeated_redis_outages(
     def connections() -> tuple[int, dict[str, int]]:
         time.sleep(2)  # a couple of polls of every object
         server_side = max(len(own_redis.operator_clients()) for _ in range(3))
-        return server_side, _operator_sockets(op.process.pid, own_redis.port)
+        return server_side, operator_sockets(op.process.pid, own_redis.port)
 
     def outage_seen() -> None:
         for i in range(objects):
