@@ -19,7 +19,7 @@ import redis
 import yaml
 
 from autoscale import crd_manifests
-from tests.e2e.harness import REPO, Operator
+from tests.e2e.harness import REPO, SECRETS, Operator
 from tests.testbed.kube import KubeAPIServer
 from tests.testbed.services import Redis
 
@@ -147,6 +147,19 @@ def operator(
     if report is not None and report.failed:
         for op in started:
             print(f"--- {op.log_path} ---\n{op.log_path.read_text(errors='replace')[-20000:]}")
+    # Each operator's own output, whichever worker ran it (test_zz_secret_scan adds the
+    # session's Events and statuses): no secret handed to any operator so far is in it.
+    outputs = [op.log_path for op in started] + [
+        op.log_path.with_suffix(".metrics") for op in started
+    ]
+    leaks = sorted(
+        (path.name, value[:4] + "...")
+        for path in outputs
+        if path.exists()
+        for value in SECRETS
+        if value in path.read_text(errors="replace")
+    )
+    assert not leaks, f"secret values in the operator's log or metrics: {leaks}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
