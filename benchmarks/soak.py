@@ -1391,7 +1391,7 @@ def markdown(result: dict[str, Any]) -> str:
             else ("; none of the missed ever scaled up" if missed else "")
         )
         + f". Backlog -> replicas > 0: p50 {act['latency_p50_s']} s, p99 {act['latency_p99_s']} s,"
-        f" max {act['latency_max_s']} s (CPU-sensitive: shared machine).",
+        f" max {act['latency_max_s']} s (CPU-sensitive: see the load above).",
         "",
         f"Scale-downs: {sum(downs.values())} checked, **{wrong} wrong**; "
         + "; ".join(f"{k}: {v}" for k, v in downs.items())
@@ -1402,7 +1402,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"errors {last.get('poll_errors', 0) - first.get('poll_errors', 0):.0f}, scale operations "
         f"{last.get('scale_ops', 0) - first.get('scale_ops', 0):.0f} during the soak; operator CPU "
         f"{last['cpu_s'] - first['cpu_s']:.0f} s over {last['t'] - first['t']:.0f} s "
-        "(shared machine).",
+        "(see the load above).",
         "",
         f"Operator log: {log_summary['lines_by_level']}; tracebacks or crash lines: "
         f"**{log_summary['tracebacks_or_crashes']}**.",
