@@ -455,7 +455,8 @@ def steady(
         previous = current
     last = previous
     requests_after = rest.request_totals()
-    audit_writes = writes_by_user(kube.audit_log, audit_offset)
+    status_writes: dict[str, int] = {}
+    audit_writes = writes_by_user(kube.audit_log, audit_offset, status_writes)
     seconds = last["time"] - first["time"]
 
     by_verb: dict[str, float] = {}
@@ -502,6 +503,8 @@ def steady(
         "api_writes_by_user": {
             user: round(n * 60 / seconds, 1) for user, n in sorted(audit_writes.items())
         },
+        # Which ScaledObjects' status was written while nothing changed (the 20 most written).
+        "status_writes_by_object": dict(sorted(status_writes.items(), key=lambda kv: -kv[1])[:20]),
         "poll_errors": round(last["errors"] - first["errors"]),
         "connections": connection_counts(launched, sources, rest),
         "timeline": timeline,
@@ -557,8 +560,11 @@ def window(previous: dict[str, Any], current: dict[str, Any], origin: float) -> 
     return entry
 
 
-def writes_by_user(audit_log: Path, offset: int) -> dict[str, float]:
-    """Writes the audit log recorded after `offset`, by user (the apiserver's own included)."""
+def writes_by_user(
+    audit_log: Path, offset: int, objects: dict[str, int] | None = None
+) -> dict[str, float]:
+    """Writes the audit log recorded after `offset`, by user (the apiserver's own included).
+    With `objects`, also counts the ScaledObject status writes per object name into it."""
     counts: dict[str, float] = {}
     if not audit_log.exists():
         return counts
@@ -576,6 +582,9 @@ def writes_by_user(audit_log: Path, offset: int) -> dict[str, float]:
             )
             key = f"{user} {event.get('verb', '?')} {what}"
             counts[key] = counts.get(key, 0.0) + 1
+            if objects is not None and what == "scaledobjects/status":
+                name = ref.get("name", "?")
+                objects[name] = objects.get(name, 0) + 1
     return counts
 
 
