@@ -737,8 +737,8 @@ def _tls_context(config: RabbitMQConfig, *, system_roots: bool = True) -> ssl.SS
 
 def _check_tls_material(config: RabbitMQConfig) -> str | None:
     """Why `ca`, `cert`, `key` and `keyPassword` cannot be used, or None; never their text."""
-    which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
-    return tls.material_problem(lambda: _tls_context(config, system_roots=False), which)
+    fields = tls.material_fields(config.cert)
+    return tls.material_problem(lambda: _tls_context(config, system_roots=False), fields)
 
 
 # ---------------------------------------------------------------------------------------------

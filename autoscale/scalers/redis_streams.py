@@ -390,20 +390,13 @@ class _PreparedTLSConnection(SSLConnection):
 
 def _tls_context(config: RedisStreamsConfig, *, system_roots: bool = True) -> ssl.SSLContext:
     """KEDA's TLS client settings: system roots plus `ca`; `unsafeSsl` skips verification."""
-    return tls.client_context(
-        ca=config.ca,
-        cert=config.cert,
-        key=config.key,
-        key_password=config.key_password,
-        unsafe_ssl=config.unsafe_ssl,
-        system_roots=system_roots,
-    )
+    return tls.config_context(config, system_roots=system_roots)
 
 
 def _check_tls_material(config: RedisStreamsConfig) -> str | None:
     """Why `ca`, `cert`, `key` and `keyPassword` cannot be used, or None; never their text."""
-    which = '"ca"' if config.cert is None else '"ca", "cert", "key" or "keyPassword"'
-    return tls.material_problem(lambda: _tls_context(config, system_roots=False), which)
+    fields = tls.material_fields(config.cert)
+    return tls.material_problem(lambda: _tls_context(config, system_roots=False), fields)
 
 
 async def _open_client(config: RedisStreamsConfig) -> SharedRedis:

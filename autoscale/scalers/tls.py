@@ -15,8 +15,31 @@ import ssl
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["client_context", "material_problem", "pem_file"]
+__all__ = [
+    "Material",
+    "client_context",
+    "config_context",
+    "material_fields",
+    "material_problem",
+    "pem_file",
+]
+
+
+class Material(Protocol):
+    """A scaler config with KEDA's usual TLS parameters (kafka, redis-streams)."""
+
+    @property
+    def ca(self) -> str | None: ...
+    @property
+    def cert(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def key_password(self) -> str | None: ...
+    @property
+    def unsafe_ssl(self) -> bool: ...
 
 
 def client_context(
@@ -50,6 +73,23 @@ def client_context(
             # A callable, so that OpenSSL never prompts on a terminal for a missing password.
             context.load_cert_chain(cert_path, key_path, password=lambda: password)
     return context
+
+
+def config_context(config: Material, *, system_roots: bool = True) -> ssl.SSLContext:
+    """`client_context` from a config's `ca`, `cert`, `key`, `keyPassword` and `unsafeSsl`."""
+    return client_context(
+        ca=config.ca,
+        cert=config.cert,
+        key=config.key,
+        key_password=config.key_password,
+        unsafe_ssl=config.unsafe_ssl,
+        system_roots=system_roots,
+    )
+
+
+def material_fields(cert: str | None) -> str:
+    """The auth params a TLS-material error names: `ca` alone without a client certificate."""
+    return '"ca"' if cert is None else '"ca", "cert", "key" or "keyPassword"'
 
 
 def material_problem(build: Callable[[], object], fields: str) -> str | None:

@@ -55,7 +55,12 @@ def _reasons(kube: KubeAPIServer, namespace: str, name: str) -> list[str]:
 
 
 def _redis_worker(
-    kube: KubeAPIServer, namespace: str, redis: Redis, stream: str, name: str, **spec: Any
+    kube: KubeAPIServer,
+    namespace: str,
+    redis: Redis | RestartableRedis,
+    stream: str,
+    name: str,
+    **spec: Any,
 ) -> None:
     """A Deployment `name` at 0 and a ScaledObject `name` on it: one pending entry of `stream`
     per replica, at most 10."""
@@ -452,11 +457,10 @@ def test_activity_and_outages_cost_a_few_status_writes_not_one_per_poll(
     writes status.health on every poll). When Redis returns, the recovery is written at once."""
     client = own_redis.client()
     make_group(client, unique_name)
-    apply(crds, namespace, deployment("w", replicas=0))
-    trigger = redis_trigger(own_redis.address, unique_name, pending=1)
     fallback = {"failureThreshold": 2, "replicas": 4}
-    spec = {"maxReplicaCount": 10, "fallback": fallback, "advanced": UNLIMITED}
-    apply(crds, namespace, scaled_object("w", "w", [trigger], **spec))
+    _redis_worker(
+        crds, namespace, own_redis, unique_name, "w", fallback=fallback, advanced=UNLIMITED
+    )
     status = rf"^/apis/autoscale\.dev/v1alpha1/namespaces/{namespace}/scaledobjects/w/status$"
     op = operator(kubeconfig=api_proxy.kubeconfig)
     make_pending(client, unique_name, 2)
